@@ -1,0 +1,3 @@
+"""OmniNode Bridge framework: declarative, contract-driven event nodes."""
+
+__version__ = "0.1.0"
