@@ -1,1 +1,1 @@
-"""cli."""
+"""The ``onex`` command: one module per subcommand, each with ``add_parser`` and ``run``."""

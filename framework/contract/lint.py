@@ -1,0 +1,383 @@
+"""Semantic checks of one contract or subcontract, beyond what the schema can say. Each finding points at the
+offending key; codes are in :mod:`framework.contract.codes`."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from framework.contract.findings import Finding, Level
+from framework.contract.guard import GuardSyntaxError, parse_guard
+from framework.contract.loader import Document, Loc
+from framework.contract.spec import Contract, NodeType
+from framework.contract.subcontracts import (
+    FSM,
+    Aggregation,
+    AggregationType,
+    CallAction,
+    CommandTarget,
+    EmitAction,
+    EventCatalog,
+    JsonSchema,
+    SetAction,
+    Workflow,
+)
+
+#: The JSON Schema keywords models may use: the ones generators can map to types, and annotations.
+SCHEMA_SUBSET = frozenset({
+    "$schema", "$id", "$ref", "$defs", "$comment", "title", "description", "default", "examples", "deprecated",
+    "readOnly", "writeOnly", "type", "enum", "const", "properties", "required", "additionalProperties", "items",
+    "prefixItems", "minItems", "maxItems", "uniqueItems", "minLength", "maxLength", "pattern", "format", "minimum",
+    "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties", "anyOf",
+    "oneOf", "allOf", "not",
+})
+_SCHEMA_CHILDREN = ("properties", "$defs")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_SINGLE = ("items", "additionalProperties", "not")
+
+
+class Linter:
+    """Collects findings for one document; positions come from the document."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.findings: list[Finding] = []
+
+    def add(self, loc: Loc, code: str, message: str, *, level: Level = Level.ERROR, value: bool = False) -> None:
+        self.findings.append(Finding.at(self.doc.position(loc, prefer_key=not value), level, code, message))
+
+    # --- contract ---------------------------------------------------------------------------------------------
+
+    def contract(self, c: Contract, *, import_implementation: bool) -> None:
+        sub = ("subcontracts",)
+        catalogs = self._catalog_locs()
+        for i, catalog in enumerate(c.subcontracts.events):
+            self.catalog(catalog, catalogs[i])
+        if c.subcontracts.fsm is not None:
+            self.fsm(c.subcontracts.fsm, (*sub, "fsm"))
+            self._fsm_emissions(c, c.subcontracts.fsm, (*sub, "fsm"))
+        if c.subcontracts.workflow is not None:
+            self.workflow(c.subcontracts.workflow, (*sub, "workflow"), c)
+        if c.subcontracts.aggregation is not None:
+            self.aggregation(c.subcontracts.aggregation, (*sub, "aggregation"))
+        self._kind_rules(c)
+        self._events(c)
+        self._effects(c)
+        self._models(c)
+        if import_implementation and c.implementation:
+            self._implementation(c)
+
+    def _catalog_locs(self) -> list[Loc]:
+        events = (self.doc.data.get("subcontracts") or {}).get("events")
+        if isinstance(events, list):
+            return [("subcontracts", "events", i) for i in range(len(events))]
+        return [("subcontracts", "events")]
+
+    def _kind_rules(self, c: Contract) -> None:
+        kind, sub = c.node_type, c.subcontracts
+        if kind is NodeType.ORCHESTRATOR and sub.workflow is None:
+            self.add(("node_type",), "W002", "an ORCHESTRATOR needs a workflow subcontract (subcontracts.workflow)")
+        if kind is not NodeType.ORCHESTRATOR and sub.workflow is not None:
+            self.add(("subcontracts", "workflow"), "W002", f"a {kind} node has no workflow; only ORCHESTRATOR nodes do")
+        if kind is NodeType.REDUCER and sub.aggregation is None:
+            self.add(("node_type",), "A003", "a REDUCER needs an aggregation subcontract (subcontracts.aggregation)")
+        if kind is not NodeType.REDUCER and sub.aggregation is not None:
+            self.add(("subcontracts", "aggregation"), "A003", f"a {kind} node has no aggregation; only REDUCER nodes do")
+        if kind is NodeType.EFFECT and not c.effects:
+            self.add(("node_type",), "X003", "an EFFECT node must declare at least one effect in 'effects'")
+        if kind is NodeType.COMPUTE and c.effects:
+            self.add(("effects",), "X004", f"a COMPUTE node is pure and may declare no effects; found {len(c.effects)}")
+
+    def _events(self, c: Contract) -> None:
+        seen: Counter[str] = Counter()
+        for i, s in enumerate(c.subscriptions):
+            seen[s.event] += 1
+            if seen[s.event] == 2:
+                self.add(("subscriptions", i, "event"), "E006", f"'{s.event}' is subscribed to more than once",
+                         level=Level.WARNING)
+            if c.catalog_event(s.event) is None:
+                self.add(("subscriptions", i, "event"), "E001",
+                         f"subscribed event '{s.event}' is in no event catalog of this contract{self._known(c)}")
+        for i, name in enumerate(c.publishes):
+            if c.catalog_event(name) is None:
+                self.add(("publishes", i), "E002",
+                         f"published event '{name}' is in no event catalog of this contract{self._known(c)}")
+
+    @staticmethod
+    def _known(c: Contract) -> str:
+        names = sorted({e.name for cat in c.subcontracts.events for e in cat.events})
+        if not names:
+            return " (it declares none: add subcontracts.events)"
+        return f"; declared: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}"
+
+    def _effects(self, c: Contract) -> None:
+        names: Counter[str] = Counter()
+        for i, effect in enumerate(c.effects):
+            names[effect.name] += 1
+            if names[effect.name] == 2:
+                self.add(("effects", i, "name"), "X005", f"effect name '{effect.name}' is used twice")
+            if effect.adapter == "postgres" and effect.operation != "insert" and not effect.key:
+                self.add(("effects", i, "operation"), "X002",
+                         f"postgres effect '{effect.name}': operation '{effect.operation}' needs 'key' columns")
+            if effect.adapter == "kafka" and effect.event not in c.publishes:
+                self.add(("effects", i, "event"), "E005",
+                         f"kafka effect '{effect.name}' emits '{effect.event}', which is not in publishes")
+
+    def _models(self, c: Contract) -> None:
+        for field in ("input_model", "output_model"):
+            name = getattr(c, field)
+            if name is not None and name not in c.models:
+                self.add((field,), "M001", f"{field} '{name}' is not declared in models{_listing(c.models)}")
+        state = c.subcontracts.state
+        if state is not None and state.model is not None and state.model not in c.models:
+            self.add(("subcontracts", "state", "model"), "M001",
+                     f"state model '{state.model}' is not declared in models{_listing(c.models)}")
+        self.models(c.models, ("models",))
+
+    def _implementation(self, c: Contract) -> None:
+        assert c.implementation is not None
+        module_name, _, class_name = c.implementation.partition(":")
+        loc: Loc = ("implementation",)
+        try:
+            module = _import(module_name)
+        except Exception as exc:
+            self.add(loc, "I001", f"cannot import module '{module_name}': {type(exc).__name__}: {exc}")
+            return
+        cls = getattr(module, class_name, None)
+        if not inspect.isclass(cls):
+            self.add(loc, "I002", f"module '{module_name}' has no class '{class_name}'")
+            return
+        declared = getattr(cls, "node_type", None)
+        if declared is not None and str(declared) != str(c.node_type):
+            self.add(loc, "I003", f"{class_name} is a {declared} implementation; this contract is {c.node_type}")
+        for i, s in enumerate(c.subscriptions):
+            if not callable(getattr(cls, s.handler, None)):
+                self.add(("subscriptions", i, "handler"), "I004",
+                         f"{class_name} has no method '{s.handler}' to handle '{s.event}'")
+
+    # --- subcontracts -----------------------------------------------------------------------------------------
+
+    def fsm(self, fsm: FSM, base: Loc) -> None:
+        states = {s.name for s in fsm.states}
+        for code, items, key in (("F006", fsm.states, "states"), ("F007", fsm.transitions, "transitions")):
+            count: Counter[str] = Counter()
+            for i, item in enumerate(items):
+                count[item.name] += 1
+                if count[item.name] == 2:
+                    self.add((*base, key, i, "name"), code, f"{key[:-1]} name '{item.name}' is declared twice")
+        if fsm.initial_state not in states:
+            self.add((*base, "initial_state"), "F001",
+                     f"initial_state '{fsm.initial_state}' is not a declared state; declared: {', '.join(sorted(states))}")
+        terminal = {s.name for s in fsm.states if s.terminal}
+        edges: defaultdict[str, set[str]] = defaultdict(set)
+        unguarded: dict[tuple[str, str], str] = {}
+        for i, t in enumerate(fsm.transitions):
+            tloc = (*base, "transitions", i)
+            for j, src in enumerate(t.from_):
+                if src not in states:
+                    self.add((*tloc, "from", j) if len(t.from_) > 1 else (*tloc, "from"), "F002",
+                             f"transition '{t.name}' leaves undeclared state '{src}'; declared: {', '.join(sorted(states))}")
+                elif src in terminal:
+                    self.add((*tloc, "from"), "F005", f"transition '{t.name}' leaves terminal state '{src}'")
+                edges[src].add(t.to)
+                if t.guard is None:
+                    first = unguarded.setdefault((src, t.trigger), t.name)
+                    if first != t.name:
+                        self.add((*tloc, "trigger"), "F009",
+                                 f"transitions '{first}' and '{t.name}' both leave '{src}' on '{t.trigger}' unguarded",
+                                 level=Level.WARNING)
+            if t.to not in states:
+                self.add((*tloc, "to"), "F002",
+                         f"transition '{t.name}' enters undeclared state '{t.to}'; declared: {', '.join(sorted(states))}")
+            if t.guard is not None:
+                self._expression(t.guard, (*tloc, "guard"), "F008", f"guard of transition '{t.name}'")
+            self._actions(t.actions, (*tloc, "actions"))
+        for i, s in enumerate(fsm.states):
+            self._actions(s.on_entry, (*base, "states", i, "on_entry"))
+            self._actions(s.on_exit, (*base, "states", i, "on_exit"))
+            if not s.terminal and not edges.get(s.name):
+                self.add((*base, "states", i, "name"), "F004",
+                         f"state '{s.name}' is not terminal and no transition leaves it")
+        if fsm.initial_state in states:
+            reached = _reachable(fsm.initial_state, edges)
+            for i, s in enumerate(fsm.states):
+                if s.name not in reached:
+                    self.add((*base, "states", i, "name"), "F003",
+                             f"state '{s.name}' cannot be reached from initial state '{fsm.initial_state}'",
+                             level=Level.WARNING)
+
+    def _actions(self, actions: list[EmitAction | SetAction | CallAction], base: Loc) -> None:
+        for i, action in enumerate(actions):
+            exprs = action.payload if isinstance(action, EmitAction) else action.set if isinstance(action, SetAction) else {}
+            key = "payload" if isinstance(action, EmitAction) else "set"
+            for field, expr in exprs.items():
+                self._expression(expr, (*base, i, key, field), "F008", f"expression for '{field}'")
+
+    def _fsm_emissions(self, c: Contract, fsm: FSM, base: Loc) -> None:
+        for (loc, action) in _emit_actions(fsm, base):
+            if action.emit not in c.publishes:
+                self.add((*loc, "emit"), "E005", f"FSM action emits '{action.emit}', which is not in publishes")
+
+    def _expression(self, text: str, loc: Loc, code: str, what: str) -> None:
+        try:
+            parse_guard(text)
+        except GuardSyntaxError as exc:
+            self.add(loc, code, f"{what} does not parse: {exc}", value=True)
+
+    def catalog(self, catalog: EventCatalog, base: Loc) -> None:
+        count: Counter[str] = Counter()
+        for i, event in enumerate(catalog.events):
+            count[event.name] += 1
+            if count[event.name] == 2:
+                self.add((*base, "events", i, "name"), "E004",
+                         f"event '{event.name}' is declared twice in catalog '{catalog.catalog_name}'")
+            if event.payload_model not in catalog.models:
+                self.add((*base, "events", i, "payload_model"), "E003",
+                         f"payload_model '{event.payload_model}' of '{event.name}' is not in the catalog's "
+                         f"models{_listing(catalog.models)}")
+        self.models(catalog.models, (*base, "models"))
+
+    def workflow(self, wf: Workflow, base: Loc, c: Contract | None = None) -> None:
+        count: Counter[str] = Counter()
+        closed: set[str] = set()
+        previous: str | None = None
+        for i, step in enumerate(wf.steps):
+            sloc = (*base, "steps", i)
+            count[step.name] += 1
+            if count[step.name] == 2:
+                self.add((*sloc, "name"), "W001", f"step name '{step.name}' is used twice")
+            if step.when is not None:
+                self._expression(step.when, (*sloc, "when"), "W003", f"condition of step '{step.name}'")
+            group = step.parallel_group
+            if group != previous and previous is not None:
+                closed.add(previous)
+            if group is not None and group in closed:
+                self.add((*sloc, "parallel_group"), "W006",
+                         f"step '{step.name}' joins parallel_group '{group}', whose steps are not consecutive")
+            previous = group
+            if c is not None and isinstance(step.target, CommandTarget):
+                if step.target.command not in c.publishes:
+                    self.add((*sloc, "target", "command"), "W005",
+                             f"step '{step.name}' sends '{step.target.command}', which is not in publishes")
+                if step.target.reply not in {s.event for s in c.subscriptions}:
+                    self.add((*sloc, "target", "reply"), "W005",
+                             f"step '{step.name}' awaits '{step.target.reply}', which is not in subscriptions")
+
+    def aggregation(self, agg: Aggregation, base: Loc) -> None:
+        for i, s in enumerate(agg.strategies):
+            sloc = (*base, "strategies", i)
+            if s.type is AggregationType.TIME_WINDOW and s.window_ms is None:
+                self.add((*sloc, "type"), "A001", "a TIME_WINDOW strategy needs window_ms")
+            if s.type is AggregationType.SIZE_BUCKETS and (not s.buckets or s.buckets != sorted(set(s.buckets))):
+                self.add((*sloc, "type"), "A001", "a SIZE_BUCKETS strategy needs buckets: strictly ascending sizes")
+            if s.type is AggregationType.CUSTOM and s.function is None:
+                self.add((*sloc, "type"), "A001", "a CUSTOM strategy needs function: 'module:callable'")
+        if agg.default not in {s.type for s in agg.strategies}:
+            self.add((*base, "default"), "A002", f"default '{agg.default}' is not among the strategies; declared: "
+                     f"{', '.join(s.type for s in agg.strategies)}")
+
+    def models(self, models: dict[str, JsonSchema], base: Loc) -> None:
+        for name, schema in models.items():
+            loc = (*base, name)
+            try:
+                _check_schema(_freeze(schema))
+            except SchemaError as exc:
+                where = "/".join(str(p) for p in exc.path)
+                self.add(loc, "M002", f"model '{name}' is not valid JSON Schema{' at ' + where if where else ''}: "
+                         f"{exc.message}")
+                continue
+            for sub_loc, key, value in _walk_schema(schema, loc):
+                if key not in SCHEMA_SUBSET:
+                    self.add(sub_loc, "M003", f"model '{name}' uses '{key}', which is outside the supported subset")
+                elif key == "$ref":
+                    target = str(value)
+                    if not target.startswith("#/$defs/"):
+                        self.add(sub_loc, "M003", f"model '{name}': $ref '{target}' must be '#/$defs/<Model>'")
+                    elif target.removeprefix("#/$defs/") not in models:
+                        self.add(sub_loc, "M004", f"model '{name}': $ref '{target}' names no declared model"
+                                 f"{_listing(models)}")
+
+
+def _listing(names: dict[str, Any]) -> str:
+    return f"; declared: {', '.join(sorted(names))}" if names else " (none are declared)"
+
+
+def _emit_actions(fsm: FSM, base: Loc) -> Iterator[tuple[Loc, EmitAction]]:
+    for i, t in enumerate(fsm.transitions):
+        for j, a in enumerate(t.actions):
+            if isinstance(a, EmitAction):
+                yield (*base, "transitions", i, "actions", j), a
+    for i, s in enumerate(fsm.states):
+        for key, actions in (("on_entry", s.on_entry), ("on_exit", s.on_exit)):
+            for j, a in enumerate(actions):
+                if isinstance(a, EmitAction):
+                    yield (*base, "states", i, key, j), a
+
+
+def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
+    seen, queue = {start}, deque([start])
+    while queue:
+        for nxt in edges.get(queue.popleft(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def _walk_schema(schema: Any, loc: Loc) -> Iterator[tuple[Loc, str, Any]]:
+    """Every keyword of a schema and its subschemas, with its location (property names are not keywords)."""
+    if not isinstance(schema, dict):
+        return
+    for key, value in schema.items():
+        yield (*loc, key), key, value
+        if key in _SCHEMA_CHILDREN and isinstance(value, dict):
+            for name, sub in value.items():
+                yield from _walk_schema(sub, (*loc, key, name))
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            for i, sub in enumerate(value):
+                yield from _walk_schema(sub, (*loc, key, i))
+        elif key in _SCHEMA_SINGLE:
+            yield from _walk_schema(value, (*loc, key))
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable copy, so that schema checks are cached across the many contracts that share models."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("__list__", tuple(_freeze(v) for v in value))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        if value and value[0] == "__list__":
+            return [_thaw(v) for v in value[1]]
+        return {k: _thaw(v) for k, v in value}
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _check_schema(frozen: Any) -> None:
+    Draft202012Validator.check_schema(_thaw(frozen))
+
+
+def _import(module_name: str) -> Any:
+    """Import a handler module as ``onex validate`` runs: the working directory is importable, as with
+    ``python -m``. Any exception the module raises while importing is reported, not propagated."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise ImportError(f"the module called sys.exit({exc.code}) while importing") from None

@@ -1,0 +1,340 @@
+"""Safe, exact YAML loading: plain data plus the source position of every value and key.
+
+Why not ``yaml.safe_load``: it turns ``on``/``off``/``yes``/``no`` into booleans, silently keeps the last of two
+duplicate keys, expands aliases without bound and forgets where values came from. Here the composer (libyaml when
+available) builds the node graph, and we construct plain Python data from it ourselves, with YAML 1.2 core scalars,
+limits, ``$ref`` resolution and a position for every location in the document.
+
+``$ref``: a mapping whose only key is ``$ref`` and whose value names a file (``other.yaml`` or
+``other.yaml#/json/pointer``), relative to the referring file, is replaced by that file's (pointed-at) content.
+``$ref`` values that start with ``#`` are left alone: they belong to JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from framework.contract.findings import Finding, Level, Position
+from framework.errors import ContractError
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+REF_SUFFIXES = (".yaml", ".yml", ".json")
+
+#: A location in a document: the keys and indexes from its root.
+Loc = tuple[str | int, ...]
+
+_BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """YAML 1.2 core schema resolution: only true/false are booleans; no timestamps, no merge keys."""
+
+    yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+_CORE_SCALARS = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+]
+for _tag, _pattern, _first in _CORE_SCALARS:
+    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+_STR, _INT, _FLOAT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null"))
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+class LoadError(ContractError):
+    """The file could not be turned into data. Carries the findings that say why and where."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        super().__init__("\n".join(f.format() for f in findings))
+        self.findings = findings
+
+
+@dataclass
+class Document:
+    """Loaded data with positions: ``positions[loc]`` is where the value at ``loc`` starts, ``key_positions[loc]``
+    where the key that names it starts (mapping members only). Positions of values reached through ``$ref`` point
+    into the referenced file."""
+
+    path: Path
+    data: Any
+    positions: dict[Loc, Position] = field(default_factory=dict)
+    key_positions: dict[Loc, Position] = field(default_factory=dict)
+    files: set[Path] = field(default_factory=set)
+
+    def position(self, loc: Loc, *, prefer_key: bool = True) -> Position:
+        """The best position for ``loc``: its key, else its value, else the nearest enclosing location."""
+        while True:
+            if prefer_key and loc in self.key_positions:
+                return self.key_positions[loc]
+            if loc in self.positions:
+                return self.positions[loc]
+            if not loc:
+                return Position(display_path(self.path), 1, 1)
+            loc = loc[:-1]
+
+
+def display_path(path: Path) -> str:
+    """Paths in findings are relative to the working directory when they are inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _pos(path: str, mark: Any) -> Position:
+    return Position(path, mark.line + 1, mark.column + 1)
+
+
+class _Composer:
+    """Reads files into composed node graphs, once each, and reports load failures as findings."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.cache: dict[Path, yaml.Node] = {}
+
+    def compose(self, path: Path, at: Position | None) -> yaml.Node:
+        path = path.resolve()
+        if path in self.cache:
+            return self.cache[path]
+        shown = display_path(path)
+        where = at or Position(shown, 1, 1)
+        try:
+            with path.open("rb") as fh:
+                raw = fh.read(self.max_bytes + 1)
+        except IsADirectoryError:
+            raise self._fail(where, "L001", f"{shown} is a directory, not a YAML file") from None
+        except OSError as exc:
+            raise self._fail(where, "L001", f"cannot read {shown}: {exc.strerror or exc}") from None
+        if len(raw) > self.max_bytes:
+            raise self._fail(
+                where, "L001", f"{shown} is larger than the {self.max_bytes:,}-byte limit for contract files"
+            )
+        if b"\x00" in raw:
+            raise self._fail(where, "L002", f"{shown} is a binary file (it contains NUL bytes), not YAML text")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise self._fail(
+                Position(shown, line, col), "L002", f"{shown} is not UTF-8 text (bad byte 0x{raw[exc.start]:02x})"
+            ) from None
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            pos = _pos(shown, mark) if mark is not None else Position(shown, 1, 1)
+            problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+            raise self._fail(pos, "L003", f"YAML syntax error: {problem or exc}") from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise self._fail(Position(shown, 1, 1), "L003", f"YAML syntax error: {exc}") from None
+        finally:
+            loader.dispose()
+        if node is None:
+            raise self._fail(Position(shown, 1, 1), "L011", f"{shown} is empty: expected a mapping of keys to values")
+        self.cache[path] = node
+        return node
+
+    @staticmethod
+    def _fail(pos: Position, code: str, message: str) -> LoadError:
+        return LoadError([Finding.at(pos, Level.ERROR, code, message)])
+
+
+class _Builder:
+    """Constructs plain data from composed nodes, recording positions, resolving ``$ref`` and enforcing limits."""
+
+    def __init__(self, doc: Document, composer: _Composer, max_nodes: int, max_depth: int) -> None:
+        self.doc = doc
+        self.composer = composer
+        self.max_nodes = max_nodes
+        self.max_depth = max_depth
+        self.count = 0
+        self.findings: list[Finding] = []
+        self.active: list[int] = []  # ids of nodes under construction: an alias to one of them is a cycle
+        self.ref_stack: list[tuple[Path, str]] = []
+
+    def build(self, node: yaml.Node, path: Path, loc: Loc, depth: int) -> Any:
+        shown = display_path(path)
+        pos = _pos(shown, node.start_mark)
+        self.doc.positions[loc] = pos
+        self.count += 1
+        if self.count > self.max_nodes:
+            raise LoadError(
+                [Finding.at(pos, Level.ERROR, "L005", f"document expands to more than {self.max_nodes:,} values "
+                            "(aliases or $ref repeat too much)")]
+            )
+        if depth > self.max_depth:
+            raise LoadError(
+                [Finding.at(pos, Level.ERROR, "L006", f"nesting is deeper than {self.max_depth} levels")]
+            )
+        if id(node) in self.active:
+            raise LoadError([Finding.at(pos, Level.ERROR, "L005", "an alias refers to a node that contains it")])
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, pos)
+        self.active.append(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                self._check_tag(node, _SEQ, pos)
+                return [self.build(item, path, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                self._check_tag(node, _MAP, pos)
+                return self._mapping(node, path, loc, depth)
+        finally:
+            self.active.pop()
+        raise LoadError([Finding.at(pos, Level.ERROR, "L003", f"unsupported YAML node {type(node).__name__}")])
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, loc: Loc, depth: int) -> Any:
+        shown = display_path(path)
+        pairs = node.value
+        if len(pairs) == 1 and self._is_file_ref(pairs[0]):
+            return self._ref(pairs[0][1], path, loc, depth)
+        out: dict[str, Any] = {}
+        for key_node, value_node in pairs:
+            key_pos = _pos(shown, key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.findings.append(Finding.at(key_pos, Level.ERROR, "L003", "mapping keys must be plain scalars"))
+                continue
+            key = self._scalar(key_node, key_pos)
+            if not isinstance(key, str):
+                key = str(key).lower() if isinstance(key, bool) else str(key)
+            if key in out:
+                first = self.doc.key_positions[(*loc, key)]
+                self.findings.append(
+                    Finding.at(key_pos, Level.ERROR, "L004",
+                               f"duplicate key '{key}' (first defined at line {first.line}, column {first.col})")
+                )
+                continue
+            self.doc.key_positions[(*loc, key)] = key_pos
+            out[key] = self.build(value_node, path, (*loc, key), depth + 1)
+        return out
+
+    @staticmethod
+    def _is_file_ref(pair: tuple[yaml.Node, yaml.Node]) -> bool:
+        key, value = pair
+        return (
+            isinstance(key, yaml.ScalarNode)
+            and key.value == "$ref"
+            and isinstance(value, yaml.ScalarNode)
+            and not value.value.startswith("#")
+        )
+
+    def _ref(self, value: yaml.ScalarNode, path: Path, loc: Loc, depth: int) -> Any:
+        at = _pos(display_path(path), value.start_mark)
+        target, _, pointer = str(value.value).partition("#")
+        if not target.endswith(REF_SUFFIXES):
+            raise LoadError([Finding.at(at, Level.ERROR, "L008",
+                                        f"$ref '{value.value}' must name a .yaml, .yml or .json file")])
+        file = (path.parent / target).resolve()
+        key = (file, pointer)
+        if key in self.ref_stack:
+            chain = " -> ".join(f"{display_path(f)}{'#' + p if p else ''}" for f, p in [*self.ref_stack, key])
+            raise LoadError([Finding.at(at, Level.ERROR, "L009", f"$ref cycle: {chain}")])
+        if not file.is_file():
+            raise LoadError([Finding.at(at, Level.ERROR, "L008",
+                                        f"$ref '{value.value}': no such file {display_path(file)}")])
+        root = self.composer.compose(file, at)
+        node = self._follow(root, pointer, at, value.value)
+        self.doc.files.add(file)
+        self.ref_stack.append(key)
+        try:
+            return self.build(node, file, loc, depth)
+        finally:
+            self.ref_stack.pop()
+
+    @staticmethod
+    def _follow(node: yaml.Node, pointer: str, at: Position, ref: str) -> yaml.Node:
+        if pointer in ("", "/"):
+            return node
+        if not pointer.startswith("/"):
+            raise LoadError([Finding.at(at, Level.ERROR, "L010",
+                                        f"$ref '{ref}': a JSON pointer must start with '/'")])
+        for raw in pointer[1:].split("/"):
+            part = raw.replace("~1", "/").replace("~0", "~")
+            found: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                found = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+            elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+                found = node.value[int(part)]
+            if found is None:
+                raise LoadError([Finding.at(at, Level.ERROR, "L010",
+                                            f"$ref '{ref}': the pointer segment '{part}' does not exist")])
+            node = found
+        return node
+
+    def _check_tag(self, node: yaml.Node, expected: str, pos: Position) -> None:
+        if node.tag != expected:
+            raise LoadError([Finding.at(pos, Level.ERROR, "L007",
+                                        f"unsupported tag '{node.tag}': only plain YAML data is accepted")])
+
+    def _scalar(self, node: yaml.ScalarNode, pos: Position) -> Any:
+        tag, value = node.tag, node.value
+        try:
+            if tag == _STR:
+                return value
+            if tag == _NULL:
+                return None
+            if tag == _BOOL:
+                return value.lower() == "true"
+            if tag == _INT:
+                return int(value, 0) if value.startswith(("0x", "0o")) else int(value)
+            if tag == _FLOAT:
+                return float(value.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf")
+                             .replace(".nan", "nan").replace(".NaN", "nan").replace(".NAN", "nan"))
+        except ValueError:
+            raise LoadError([Finding.at(pos, Level.ERROR, "L007", f"'{value}' is not a valid {tag.rsplit(':', 1)[-1]}")]
+                            ) from None
+        raise LoadError([Finding.at(pos, Level.ERROR, "L007",
+                                    f"unsupported tag '{tag}': only plain YAML data is accepted")])
+
+
+def load_document(
+    path: Path | str,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+) -> Document:
+    """Load one YAML file (and what it references) into a :class:`Document`, or raise :class:`LoadError`."""
+    path = Path(path)
+    composer = _Composer(max_bytes)
+    root = composer.compose(path, None)
+    doc = Document(path=path.resolve(), data=None, files={path.resolve()})
+    builder = _Builder(doc, composer, max_nodes, max_depth)
+    builder.ref_stack.append((path.resolve(), ""))
+    try:
+        doc.data = builder.build(root, path.resolve(), (), 0)
+    except RecursionError:
+        raise LoadError([Finding(display_path(path), 1, 1, Level.ERROR, "L006", "nesting is too deep")]) from None
+    if builder.findings:
+        raise LoadError(sorted(builder.findings, key=Finding.sort_key))
+    return doc
+
+
+def iter_yaml_files(root: Path) -> Iterator[Path]:
+    """YAML files below ``root`` in a stable order, skipping hidden folders (``.git``, ``.venv``, ...)."""
+    if root.is_file():
+        yield root
+        return
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).parts
+        if any(part.startswith(".") for part in rel[:-1]):
+            continue
+        if p.suffix in (".yaml", ".yml") and p.is_file():
+            yield p

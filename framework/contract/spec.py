@@ -1,0 +1,148 @@
+"""The contract: one YAML document declares a node. These models are the single source of the language."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from framework.contract.names import EventName, Identifier, ModelName, PythonRef
+from framework.contract.subcontracts import (
+    FSM,
+    Aggregation,
+    EventCatalog,
+    JsonSchema,
+    RetryPolicy,
+    Spec,
+    StateSpec,
+    Workflow,
+)
+
+#: Versions of the contract language this framework reads.
+CONTRACT_VERSIONS = ("1.0",)
+
+
+class NodeType(enum.StrEnum):
+    EFFECT = "EFFECT"
+    COMPUTE = "COMPUTE"
+    REDUCER = "REDUCER"
+    ORCHESTRATOR = "ORCHESTRATOR"
+    REGISTRY = "REGISTRY"
+
+
+class Version(Spec):
+    major: int = Field(ge=0)
+    minor: int = Field(ge=0)
+    patch: int = Field(ge=0)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+class Subscription(Spec):
+    """An event the node consumes, and the method of its implementation that handles it."""
+
+    event: EventName
+    handler: Identifier = "handle"
+    group: str | None = Field(default=None, description="consumer group; default: the node's name")
+
+
+# --- Effects: the only I/O an EFFECT node may perform --------------------------------------------------------------
+
+
+class PostgresEffect(Spec):
+    name: Identifier
+    adapter: Literal["postgres"]
+    table: Identifier
+    operation: Literal["insert", "upsert", "select", "update", "delete"]
+    key: list[Identifier] = Field(default_factory=list, description="key columns: required except for insert")
+    columns: list[Identifier] = Field(default_factory=list, description="columns written or read; default: all")
+    description: str = ""
+
+
+class KafkaEffect(Spec):
+    name: Identifier
+    adapter: Literal["kafka"]
+    event: EventName
+    description: str = ""
+
+
+class Blake3Effect(Spec):
+    name: Identifier
+    adapter: Literal["blake3"]
+    max_threads: int | Literal["auto"] = Field(default="auto", description="threads for inputs of 1 MB and more")
+    description: str = ""
+
+
+class HttpEffect(Spec):
+    name: Identifier
+    adapter: Literal["http"]
+    url: str = Field(min_length=1, description="may use ${VAR} placeholders filled from the environment")
+    method: Literal["GET", "POST", "PUT", "DELETE"] = "GET"
+    timeout_ms: int = Field(default=5_000, gt=0)
+    description: str = ""
+
+
+Effect = Annotated[PostgresEffect | KafkaEffect | Blake3Effect | HttpEffect, Field(discriminator="adapter")]
+
+#: Adapter name → its parameter model. The catalog of adapters the validator, generators and runtime share.
+EFFECT_MODELS: dict[str, type[Spec]] = {
+    "postgres": PostgresEffect,
+    "kafka": KafkaEffect,
+    "blake3": Blake3Effect,
+    "http": HttpEffect,
+}
+
+
+class Subcontracts(Spec):
+    fsm: FSM | None = None
+    events: list[EventCatalog] = Field(default_factory=list, description="one catalog or a list of them")
+    aggregation: Aggregation | None = None
+    workflow: Workflow | None = None
+    retry: RetryPolicy | None = None
+    state: StateSpec | None = None
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+
+class Contract(Spec):
+    """A node: who it is, what it consumes and emits, what I/O it may do, and how it behaves."""
+
+    contract_version: Literal["1.0"]
+    name: Identifier
+    version: Version
+    node_type: NodeType
+    description: str = ""
+    implementation: PythonRef | None = Field(default=None, description="module:Class of the handler")
+    models: dict[ModelName, JsonSchema] = Field(default_factory=dict)
+    input_model: ModelName | None = None
+    output_model: ModelName | None = None
+    subscriptions: list[Subscription] = Field(default_factory=list)
+    publishes: list[EventName] = Field(default_factory=list)
+    effects: list[Effect] = Field(default_factory=list)
+    subcontracts: Subcontracts = Field(default_factory=Subcontracts)
+
+    def catalog_event(self, name: str) -> tuple[EventCatalog, int] | None:
+        """The catalog declaring event ``name`` and its index there, if any."""
+        for catalog in self.subcontracts.events:
+            for i, event in enumerate(catalog.events):
+                if event.name == name:
+                    return catalog, i
+        return None
+
+    def find_model(self, name: str, catalog: EventCatalog | None = None) -> JsonSchema | None:
+        """A named model: the catalog's own first (for payloads), then the contract's."""
+        if catalog is not None and name in catalog.models:
+            return catalog.models[name]
+        return self.models.get(name)
+
+
+def all_model_names(contract: Contract) -> set[ModelName]:
+    names = set(contract.models)
+    for catalog in contract.subcontracts.events:
+        names.update(catalog.models)
+    return names
