@@ -1,0 +1,1 @@
+"""Tests of the OmniNode Bridge framework and nodes."""
