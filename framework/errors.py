@@ -38,3 +38,34 @@ class RetriablePortError(PortError):
 
 class UsageError(OnexError):
     """A command or API was called with arguments it does not accept."""
+
+
+class TransitionNotAllowed(TransitionError):
+    """A trigger that no transition out of the current state accepts (or whose guards all reject it)."""
+
+    def __init__(self, machine: str, state: str, trigger: str, allowed: list[str], *, reason: str = "") -> None:
+        self.machine, self.state, self.trigger, self.allowed = machine, state, trigger, allowed
+        allowed_text = ", ".join(allowed) if allowed else "none (the state is terminal or has no transitions)"
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"{machine}: trigger '{trigger}' is not allowed in state '{state}'{detail}; allowed triggers: "
+            f"{allowed_text}"
+        )
+
+
+class TransitionConflict(TransitionError):
+    """An FSM store refused a transition record whose sequence is not the next one: another writer moved the
+    instance first. Restore the instance from the store and decide again; firing the stale one cannot succeed."""
+
+
+class NodeRuleError(OnexError):
+    """A node broke a rule of its kind or contract: an undeclared event or effect, I/O from a COMPUTE node."""
+
+
+class PoisonMessage(OnexError):
+    """A message that can never be handled: a handler raising it (or a subclass) is not retried; the message goes
+    to the dead-letter topic at once."""
+
+
+class PayloadInvalid(PoisonMessage):
+    """A payload does not match its model."""

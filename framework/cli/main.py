@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from framework import __version__
-from framework.cli import schema, validate
+from framework.cli import run, schema, up, validate
 from framework.errors import OnexError, UsageError
 
 #: Subcommands in the order ``onex --help`` lists them.
-COMMANDS: list[ModuleType] = [validate, schema]
+COMMANDS: list[ModuleType] = [validate, schema, run, up]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -51,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("ONEX_DEBUG"):
             traceback.print_exc()
         else:
-            print(f"onex {args.command}: internal error: {type(exc).__name__}: {exc} "
-                  "(set ONEX_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+            print(
+                f"onex {args.command}: internal error: {type(exc).__name__}: {exc} "
+                "(set ONEX_DEBUG=1 for the traceback, and please report it)",
+                file=sys.stderr,
+            )
         return EXIT_INTERNAL
 
 

@@ -22,18 +22,42 @@ CODES: dict[str, Code] = {
     c.code: c
     for c in [
         # Loading
-        Code("L001", _E, "file unreadable or too large", "The file cannot be read, is a directory, or exceeds the "
-             "1 MiB size limit for contract files."),
+        Code(
+            "L001",
+            _E,
+            "file unreadable or too large",
+            "The file cannot be read, is a directory, or exceeds the 1 MiB size limit for contract files.",
+        ),
         Code("L002", _E, "not UTF-8 text", "The file is binary (contains NUL bytes) or is not valid UTF-8."),
-        Code("L003", _E, "YAML syntax error", "The file is not well-formed YAML, or uses YAML features that "
-             "contracts do not (complex keys, several documents in one file)."),
-        Code("L004", _E, "duplicate key", "The same key appears twice in one mapping. YAML parsers usually keep the "
-             "last silently; contracts refuse it."),
-        Code("L005", _E, "document expands too much", "Aliases or $ref expand the document past 100,000 values, or an "
-             "alias refers to a node containing it (a YAML bomb)."),
+        Code(
+            "L003",
+            _E,
+            "YAML syntax error",
+            "The file is not well-formed YAML, or uses YAML features that "
+            "contracts do not (complex keys, several documents in one file).",
+        ),
+        Code(
+            "L004",
+            _E,
+            "duplicate key",
+            "The same key appears twice in one mapping. YAML parsers usually keep the "
+            "last silently; contracts refuse it.",
+        ),
+        Code(
+            "L005",
+            _E,
+            "document expands too much",
+            "Aliases or $ref expand the document past 100,000 values, or an "
+            "alias refers to a node containing it (a YAML bomb).",
+        ),
         Code("L006", _E, "nesting too deep", "Mappings and lists are nested more than 64 levels deep."),
-        Code("L007", _E, "unsupported tag", "Explicit tags such as !!python/object are refused: contracts are plain "
-             "data and loading never executes code."),
+        Code(
+            "L007",
+            _E,
+            "unsupported tag",
+            "Explicit tags such as !!python/object are refused: contracts are plain "
+            "data and loading never executes code.",
+        ),
         Code("L008", _E, "$ref target missing", "A $ref names a file that does not exist or is not YAML/JSON."),
         Code("L009", _E, "$ref cycle", "$ref references lead back to a file already being resolved."),
         Code("L010", _E, "$ref pointer invalid", "The JSON pointer after '#' in a $ref does not exist in the file."),
@@ -41,12 +65,24 @@ CODES: dict[str, Code] = {
         # Schema
         Code("S001", _E, "unknown field", "A key that the language does not define at that place (typos included)."),
         Code("S002", _E, "missing required field", "A required key is absent."),
-        Code("S003", _E, "invalid value", "A value has the wrong type or form (a name that is not snake_case, a "
-             "negative timeout, ...)."),
-        Code("S004", _E, "value not allowed", "A value outside a fixed set (node_type, operation, kind, ...); the "
-             "message lists the allowed values."),
-        Code("S005", _E, "not a contract", "The top level is not a mapping with 'node_type' (a contract) or 'kind' "
-             "(a subcontract)."),
+        Code(
+            "S003",
+            _E,
+            "invalid value",
+            "A value has the wrong type or form (a name that is not snake_case, a negative timeout, ...).",
+        ),
+        Code(
+            "S004",
+            _E,
+            "value not allowed",
+            "A value outside a fixed set (node_type, operation, kind, ...); the message lists the allowed values.",
+        ),
+        Code(
+            "S005",
+            _E,
+            "not a contract",
+            "The top level is not a mapping with 'node_type' (a contract) or 'kind' (a subcontract).",
+        ),
         # FSM
         Code("F001", _E, "initial state undeclared", "initial_state names a state that is not in states."),
         Code("F002", _E, "transition names an unknown state", "A transition's from or to names an undeclared state."),
@@ -55,19 +91,40 @@ CODES: dict[str, Code] = {
         Code("F005", _E, "transition out of a terminal state", "Terminal states are final; nothing may leave them."),
         Code("F006", _E, "duplicate state", "Two states share a name."),
         Code("F007", _E, "duplicate transition", "Two transitions share a name."),
-        Code("F008", _E, "expression does not parse", "A guard or action expression is not valid in the guard "
-             "language (comparisons, and/or/not, in, arithmetic, dotted names, len/min/max/abs)."),
-        Code("F009", _W, "ambiguous transitions", "Two unguarded transitions leave the same state on the same "
-             "trigger; only the first would ever be taken."),
+        Code(
+            "F008",
+            _E,
+            "expression does not parse",
+            "A guard or action expression is not valid in the guard "
+            "language (comparisons, and/or/not, in, arithmetic, dotted names, len/min/max/abs).",
+        ),
+        Code(
+            "F009",
+            _W,
+            "ambiguous transitions",
+            "Two unguarded transitions leave the same state on the same trigger; only the first would ever be taken.",
+        ),
         # Events
-        Code("E001", _E, "subscribed event not in a catalog", "A subscription names an event that no event catalog "
-             "of the contract declares."),
-        Code("E002", _E, "published event not in a catalog", "publishes names an event that no event catalog of the "
-             "contract declares."),
+        Code(
+            "E001",
+            _E,
+            "subscribed event not in a catalog",
+            "A subscription names an event that no event catalog of the contract declares.",
+        ),
+        Code(
+            "E002",
+            _E,
+            "published event not in a catalog",
+            "publishes names an event that no event catalog of the contract declares.",
+        ),
         Code("E003", _E, "payload model missing", "A catalog event's payload_model is not among the catalog's models."),
         Code("E004", _E, "duplicate event", "Two events of one catalog share a name."),
-        Code("E005", _E, "undeclared emission", "An FSM action or a kafka effect emits an event that the node does "
-             "not list in publishes."),
+        Code(
+            "E005",
+            _E,
+            "undeclared emission",
+            "An FSM action or a kafka effect emits an event that the node does not list in publishes.",
+        ),
         Code("E006", _W, "duplicate subscription", "The node subscribes to the same event twice."),
         # Effects
         Code("X001", _E, "unknown adapter", "An effect's adapter is not one of postgres, kafka, blake3, http."),
@@ -78,8 +135,12 @@ CODES: dict[str, Code] = {
         # Models
         Code("M001", _E, "model not found", "input_model, output_model or a state model names an undeclared model."),
         Code("M002", _E, "invalid JSON Schema", "A model is not a valid JSON Schema (Draft 2020-12)."),
-        Code("M003", _E, "outside the schema subset", "A model uses a JSON Schema keyword outside the supported "
-             "subset, or a $ref that is not '#/$defs/<Model>'."),
+        Code(
+            "M003",
+            _E,
+            "outside the schema subset",
+            "A model uses a JSON Schema keyword outside the supported subset, or a $ref that is not '#/$defs/<Model>'.",
+        ),
         Code("M004", _E, "unknown model reference", "A model's $ref '#/$defs/Name' names no declared model."),
         # Implementation
         Code("I001", _E, "implementation not importable", "The module of implementation cannot be imported."),
@@ -90,21 +151,40 @@ CODES: dict[str, Code] = {
         Code("W001", _E, "duplicate step", "Two workflow steps share a name."),
         Code("W002", _E, "workflow on the wrong kind", "An ORCHESTRATOR needs a workflow; other kinds have none."),
         Code("W003", _E, "step condition does not parse", "A step's when guard is not valid in the guard language."),
-        Code("W004", _W, "step targets an unknown node", "A step calls a node that is not among the validated "
-             "contracts."),
-        Code("W005", _E, "command step events undeclared", "A command step's command must be published and its "
-             "reply subscribed by the orchestrator."),
+        Code(
+            "W004", _W, "step targets an unknown node", "A step calls a node that is not among the validated contracts."
+        ),
+        Code(
+            "W005",
+            _E,
+            "command step events undeclared",
+            "A command step's command must be published and its reply subscribed by the orchestrator.",
+        ),
         Code("W006", _E, "parallel group split", "Steps of one parallel_group must be consecutive."),
         # Aggregation
-        Code("A001", _E, "strategy parameter missing", "TIME_WINDOW needs window_ms, SIZE_BUCKETS ascending "
-             "buckets, CUSTOM a function."),
+        Code(
+            "A001",
+            _E,
+            "strategy parameter missing",
+            "TIME_WINDOW needs window_ms, SIZE_BUCKETS ascending buckets, CUSTOM a function.",
+        ),
         Code("A002", _E, "default strategy not declared", "The aggregation's default is not among its strategies."),
         Code("A003", _E, "aggregation on the wrong kind", "A REDUCER needs an aggregation; other kinds have none."),
         # Across the validated set
         Code("N001", _E, "duplicate node name", "Two contracts declare the same node name."),
-        Code("N002", _W, "published, never consumed", "No validated contract subscribes to an event that one "
-             "publishes (mark the catalog event external_consumers: true if it is consumed elsewhere)."),
-        Code("N003", _W, "consumed, never published", "No validated contract publishes an event that one "
-             "subscribes to (mark it external_producers: true if it comes from elsewhere)."),
+        Code(
+            "N002",
+            _W,
+            "published, never consumed",
+            "No validated contract subscribes to an event that one "
+            "publishes (mark the catalog event external_consumers: true if it is consumed elsewhere).",
+        ),
+        Code(
+            "N003",
+            _W,
+            "consumed, never published",
+            "No validated contract publishes an event that one "
+            "subscribes to (mark it external_producers: true if it comes from elsewhere).",
+        ),
     ]
 }

@@ -33,13 +33,48 @@ from framework.contract.subcontracts import (
 )
 
 #: The JSON Schema keywords models may use: the ones generators can map to types, and annotations.
-SCHEMA_SUBSET = frozenset({
-    "$schema", "$id", "$ref", "$defs", "$comment", "title", "description", "default", "examples", "deprecated",
-    "readOnly", "writeOnly", "type", "enum", "const", "properties", "required", "additionalProperties", "items",
-    "prefixItems", "minItems", "maxItems", "uniqueItems", "minLength", "maxLength", "pattern", "format", "minimum",
-    "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties", "anyOf",
-    "oneOf", "allOf", "not",
-})
+SCHEMA_SUBSET = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$ref",
+        "$defs",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "type",
+        "enum",
+        "const",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minProperties",
+        "maxProperties",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+    }
+)
 _SCHEMA_CHILDREN = ("properties", "$defs")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_SINGLE = ("items", "additionalProperties", "not")
@@ -91,7 +126,9 @@ class Linter:
         if kind is NodeType.REDUCER and sub.aggregation is None:
             self.add(("node_type",), "A003", "a REDUCER needs an aggregation subcontract (subcontracts.aggregation)")
         if kind is not NodeType.REDUCER and sub.aggregation is not None:
-            self.add(("subcontracts", "aggregation"), "A003", f"a {kind} node has no aggregation; only REDUCER nodes do")
+            self.add(
+                ("subcontracts", "aggregation"), "A003", f"a {kind} node has no aggregation; only REDUCER nodes do"
+            )
         if kind is NodeType.EFFECT and not c.effects:
             self.add(("node_type",), "X003", "an EFFECT node must declare at least one effect in 'effects'")
         if kind is NodeType.COMPUTE and c.effects:
@@ -102,15 +139,25 @@ class Linter:
         for i, s in enumerate(c.subscriptions):
             seen[s.event] += 1
             if seen[s.event] == 2:
-                self.add(("subscriptions", i, "event"), "E006", f"'{s.event}' is subscribed to more than once",
-                         level=Level.WARNING)
+                self.add(
+                    ("subscriptions", i, "event"),
+                    "E006",
+                    f"'{s.event}' is subscribed to more than once",
+                    level=Level.WARNING,
+                )
             if c.catalog_event(s.event) is None:
-                self.add(("subscriptions", i, "event"), "E001",
-                         f"subscribed event '{s.event}' is in no event catalog of this contract{self._known(c)}")
+                self.add(
+                    ("subscriptions", i, "event"),
+                    "E001",
+                    f"subscribed event '{s.event}' is in no event catalog of this contract{self._known(c)}",
+                )
         for i, name in enumerate(c.publishes):
             if c.catalog_event(name) is None:
-                self.add(("publishes", i), "E002",
-                         f"published event '{name}' is in no event catalog of this contract{self._known(c)}")
+                self.add(
+                    ("publishes", i),
+                    "E002",
+                    f"published event '{name}' is in no event catalog of this contract{self._known(c)}",
+                )
 
     @staticmethod
     def _known(c: Contract) -> str:
@@ -126,11 +173,17 @@ class Linter:
             if names[effect.name] == 2:
                 self.add(("effects", i, "name"), "X005", f"effect name '{effect.name}' is used twice")
             if effect.adapter == "postgres" and effect.operation != "insert" and not effect.key:
-                self.add(("effects", i, "operation"), "X002",
-                         f"postgres effect '{effect.name}': operation '{effect.operation}' needs 'key' columns")
+                self.add(
+                    ("effects", i, "operation"),
+                    "X002",
+                    f"postgres effect '{effect.name}': operation '{effect.operation}' needs 'key' columns",
+                )
             if effect.adapter == "kafka" and effect.event not in c.publishes:
-                self.add(("effects", i, "event"), "E005",
-                         f"kafka effect '{effect.name}' emits '{effect.event}', which is not in publishes")
+                self.add(
+                    ("effects", i, "event"),
+                    "E005",
+                    f"kafka effect '{effect.name}' emits '{effect.event}', which is not in publishes",
+                )
 
     def _models(self, c: Contract) -> None:
         for field in ("input_model", "output_model"):
@@ -139,8 +192,11 @@ class Linter:
                 self.add((field,), "M001", f"{field} '{name}' is not declared in models{_listing(c.models)}")
         state = c.subcontracts.state
         if state is not None and state.model is not None and state.model not in c.models:
-            self.add(("subcontracts", "state", "model"), "M001",
-                     f"state model '{state.model}' is not declared in models{_listing(c.models)}")
+            self.add(
+                ("subcontracts", "state", "model"),
+                "M001",
+                f"state model '{state.model}' is not declared in models{_listing(c.models)}",
+            )
         self.models(c.models, ("models",))
 
     def _implementation(self, c: Contract) -> None:
@@ -161,22 +217,32 @@ class Linter:
             self.add(loc, "I003", f"{class_name} is a {declared} implementation; this contract is {c.node_type}")
         for i, s in enumerate(c.subscriptions):
             if not callable(getattr(cls, s.handler, None)):
-                self.add(("subscriptions", i, "handler"), "I004",
-                         f"{class_name} has no method '{s.handler}' to handle '{s.event}'")
+                self.add(
+                    ("subscriptions", i, "handler"),
+                    "I004",
+                    f"{class_name} has no method '{s.handler}' to handle '{s.event}'",
+                )
 
     # --- subcontracts -----------------------------------------------------------------------------------------
 
     def fsm(self, fsm: FSM, base: Loc) -> None:
         states = {s.name for s in fsm.states}
-        for code, items, key in (("F006", fsm.states, "states"), ("F007", fsm.transitions, "transitions")):
+        named: tuple[tuple[str, str, list[str]], ...] = (
+            ("F006", "states", [s.name for s in fsm.states]),
+            ("F007", "transitions", [t.name for t in fsm.transitions]),
+        )
+        for code, key, names in named:
             count: Counter[str] = Counter()
-            for i, item in enumerate(items):
-                count[item.name] += 1
-                if count[item.name] == 2:
-                    self.add((*base, key, i, "name"), code, f"{key[:-1]} name '{item.name}' is declared twice")
+            for i, name in enumerate(names):
+                count[name] += 1
+                if count[name] == 2:
+                    self.add((*base, key, i, "name"), code, f"{key[:-1]} name '{name}' is declared twice")
         if fsm.initial_state not in states:
-            self.add((*base, "initial_state"), "F001",
-                     f"initial_state '{fsm.initial_state}' is not a declared state; declared: {', '.join(sorted(states))}")
+            self.add(
+                (*base, "initial_state"),
+                "F001",
+                f"initial_state '{fsm.initial_state}' is not a declared state; declared: {', '.join(sorted(states))}",
+            )
         terminal = {s.name for s in fsm.states if s.terminal}
         edges: defaultdict[str, set[str]] = defaultdict(set)
         unguarded: dict[tuple[str, str], str] = {}
@@ -184,20 +250,29 @@ class Linter:
             tloc = (*base, "transitions", i)
             for j, src in enumerate(t.from_):
                 if src not in states:
-                    self.add((*tloc, "from", j) if len(t.from_) > 1 else (*tloc, "from"), "F002",
-                             f"transition '{t.name}' leaves undeclared state '{src}'; declared: {', '.join(sorted(states))}")
+                    self.add(
+                        (*tloc, "from", j) if len(t.from_) > 1 else (*tloc, "from"),
+                        "F002",
+                        f"transition '{t.name}' leaves undeclared state '{src}'; declared: {', '.join(sorted(states))}",
+                    )
                 elif src in terminal:
                     self.add((*tloc, "from"), "F005", f"transition '{t.name}' leaves terminal state '{src}'")
                 edges[src].add(t.to)
                 if t.guard is None:
                     first = unguarded.setdefault((src, t.trigger), t.name)
                     if first != t.name:
-                        self.add((*tloc, "trigger"), "F009",
-                                 f"transitions '{first}' and '{t.name}' both leave '{src}' on '{t.trigger}' unguarded",
-                                 level=Level.WARNING)
+                        self.add(
+                            (*tloc, "trigger"),
+                            "F009",
+                            f"transitions '{first}' and '{t.name}' both leave '{src}' on '{t.trigger}' unguarded",
+                            level=Level.WARNING,
+                        )
             if t.to not in states:
-                self.add((*tloc, "to"), "F002",
-                         f"transition '{t.name}' enters undeclared state '{t.to}'; declared: {', '.join(sorted(states))}")
+                self.add(
+                    (*tloc, "to"),
+                    "F002",
+                    f"transition '{t.name}' enters undeclared state '{t.to}'; declared: {', '.join(sorted(states))}",
+                )
             if t.guard is not None:
                 self._expression(t.guard, (*tloc, "guard"), "F008", f"guard of transition '{t.name}'")
             self._actions(t.actions, (*tloc, "actions"))
@@ -205,25 +280,37 @@ class Linter:
             self._actions(s.on_entry, (*base, "states", i, "on_entry"))
             self._actions(s.on_exit, (*base, "states", i, "on_exit"))
             if not s.terminal and not edges.get(s.name):
-                self.add((*base, "states", i, "name"), "F004",
-                         f"state '{s.name}' is not terminal and no transition leaves it")
+                self.add(
+                    (*base, "states", i, "name"),
+                    "F004",
+                    f"state '{s.name}' is not terminal and no transition leaves it",
+                )
         if fsm.initial_state in states:
             reached = _reachable(fsm.initial_state, edges)
             for i, s in enumerate(fsm.states):
                 if s.name not in reached:
-                    self.add((*base, "states", i, "name"), "F003",
-                             f"state '{s.name}' cannot be reached from initial state '{fsm.initial_state}'",
-                             level=Level.WARNING)
+                    self.add(
+                        (*base, "states", i, "name"),
+                        "F003",
+                        f"state '{s.name}' cannot be reached from initial state '{fsm.initial_state}'",
+                        level=Level.WARNING,
+                    )
 
     def _actions(self, actions: list[EmitAction | SetAction | CallAction], base: Loc) -> None:
         for i, action in enumerate(actions):
-            exprs = action.payload if isinstance(action, EmitAction) else action.set if isinstance(action, SetAction) else {}
+            exprs = (
+                action.payload
+                if isinstance(action, EmitAction)
+                else action.set
+                if isinstance(action, SetAction)
+                else {}
+            )
             key = "payload" if isinstance(action, EmitAction) else "set"
             for field, expr in exprs.items():
                 self._expression(expr, (*base, i, key, field), "F008", f"expression for '{field}'")
 
     def _fsm_emissions(self, c: Contract, fsm: FSM, base: Loc) -> None:
-        for (loc, action) in _emit_actions(fsm, base):
+        for loc, action in _emit_actions(fsm, base):
             if action.emit not in c.publishes:
                 self.add((*loc, "emit"), "E005", f"FSM action emits '{action.emit}', which is not in publishes")
 
@@ -238,12 +325,18 @@ class Linter:
         for i, event in enumerate(catalog.events):
             count[event.name] += 1
             if count[event.name] == 2:
-                self.add((*base, "events", i, "name"), "E004",
-                         f"event '{event.name}' is declared twice in catalog '{catalog.catalog_name}'")
+                self.add(
+                    (*base, "events", i, "name"),
+                    "E004",
+                    f"event '{event.name}' is declared twice in catalog '{catalog.catalog_name}'",
+                )
             if event.payload_model not in catalog.models:
-                self.add((*base, "events", i, "payload_model"), "E003",
-                         f"payload_model '{event.payload_model}' of '{event.name}' is not in the catalog's "
-                         f"models{_listing(catalog.models)}")
+                self.add(
+                    (*base, "events", i, "payload_model"),
+                    "E003",
+                    f"payload_model '{event.payload_model}' of '{event.name}' is not in the catalog's "
+                    f"models{_listing(catalog.models)}",
+                )
         self.models(catalog.models, (*base, "models"))
 
     def workflow(self, wf: Workflow, base: Loc, c: Contract | None = None) -> None:
@@ -261,16 +354,25 @@ class Linter:
             if group != previous and previous is not None:
                 closed.add(previous)
             if group is not None and group in closed:
-                self.add((*sloc, "parallel_group"), "W006",
-                         f"step '{step.name}' joins parallel_group '{group}', whose steps are not consecutive")
+                self.add(
+                    (*sloc, "parallel_group"),
+                    "W006",
+                    f"step '{step.name}' joins parallel_group '{group}', whose steps are not consecutive",
+                )
             previous = group
             if c is not None and isinstance(step.target, CommandTarget):
                 if step.target.command not in c.publishes:
-                    self.add((*sloc, "target", "command"), "W005",
-                             f"step '{step.name}' sends '{step.target.command}', which is not in publishes")
+                    self.add(
+                        (*sloc, "target", "command"),
+                        "W005",
+                        f"step '{step.name}' sends '{step.target.command}', which is not in publishes",
+                    )
                 if step.target.reply not in {s.event for s in c.subscriptions}:
-                    self.add((*sloc, "target", "reply"), "W005",
-                             f"step '{step.name}' awaits '{step.target.reply}', which is not in subscriptions")
+                    self.add(
+                        (*sloc, "target", "reply"),
+                        "W005",
+                        f"step '{step.name}' awaits '{step.target.reply}', which is not in subscriptions",
+                    )
 
     def aggregation(self, agg: Aggregation, base: Loc) -> None:
         for i, s in enumerate(agg.strategies):
@@ -282,8 +384,12 @@ class Linter:
             if s.type is AggregationType.CUSTOM and s.function is None:
                 self.add((*sloc, "type"), "A001", "a CUSTOM strategy needs function: 'module:callable'")
         if agg.default not in {s.type for s in agg.strategies}:
-            self.add((*base, "default"), "A002", f"default '{agg.default}' is not among the strategies; declared: "
-                     f"{', '.join(s.type for s in agg.strategies)}")
+            self.add(
+                (*base, "default"),
+                "A002",
+                f"default '{agg.default}' is not among the strategies; declared: "
+                f"{', '.join(s.type for s in agg.strategies)}",
+            )
 
     def models(self, models: dict[str, JsonSchema], base: Loc) -> None:
         for name, schema in models.items():
@@ -292,8 +398,11 @@ class Linter:
                 _check_schema(_freeze(schema))
             except SchemaError as exc:
                 where = "/".join(str(p) for p in exc.path)
-                self.add(loc, "M002", f"model '{name}' is not valid JSON Schema{' at ' + where if where else ''}: "
-                         f"{exc.message}")
+                self.add(
+                    loc,
+                    "M002",
+                    f"model '{name}' is not valid JSON Schema{' at ' + where if where else ''}: {exc.message}",
+                )
                 continue
             for sub_loc, key, value in _walk_schema(schema, loc):
                 if key not in SCHEMA_SUBSET:
@@ -303,8 +412,11 @@ class Linter:
                     if not target.startswith("#/$defs/"):
                         self.add(sub_loc, "M003", f"model '{name}': $ref '{target}' must be '#/$defs/<Model>'")
                     elif target.removeprefix("#/$defs/") not in models:
-                        self.add(sub_loc, "M004", f"model '{name}': $ref '{target}' names no declared model"
-                                 f"{_listing(models)}")
+                        self.add(
+                            sub_loc,
+                            "M004",
+                            f"model '{name}': $ref '{target}' names no declared model{_listing(models)}",
+                        )
 
 
 def _listing(names: dict[str, Any]) -> str:

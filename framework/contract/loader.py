@@ -150,7 +150,8 @@ class _Composer:
         if node is None:
             raise self._fail(Position(shown, 1, 1), "L011", f"{shown} is empty: expected a mapping of keys to values")
         self.cache[path] = node
-        return node
+        composed: yaml.Node = node
+        return composed
 
     @staticmethod
     def _fail(pos: Position, code: str, message: str) -> LoadError:
@@ -177,13 +178,17 @@ class _Builder:
         self.count += 1
         if self.count > self.max_nodes:
             raise LoadError(
-                [Finding.at(pos, Level.ERROR, "L005", f"document expands to more than {self.max_nodes:,} values "
-                            "(aliases or $ref repeat too much)")]
+                [
+                    Finding.at(
+                        pos,
+                        Level.ERROR,
+                        "L005",
+                        f"document expands to more than {self.max_nodes:,} values (aliases or $ref repeat too much)",
+                    )
+                ]
             )
         if depth > self.max_depth:
-            raise LoadError(
-                [Finding.at(pos, Level.ERROR, "L006", f"nesting is deeper than {self.max_depth} levels")]
-            )
+            raise LoadError([Finding.at(pos, Level.ERROR, "L006", f"nesting is deeper than {self.max_depth} levels")])
         if id(node) in self.active:
             raise LoadError([Finding.at(pos, Level.ERROR, "L005", "an alias refers to a node that contains it")])
         if isinstance(node, yaml.ScalarNode):
@@ -217,8 +222,12 @@ class _Builder:
             if key in out:
                 first = self.doc.key_positions[(*loc, key)]
                 self.findings.append(
-                    Finding.at(key_pos, Level.ERROR, "L004",
-                               f"duplicate key '{key}' (first defined at line {first.line}, column {first.col})")
+                    Finding.at(
+                        key_pos,
+                        Level.ERROR,
+                        "L004",
+                        f"duplicate key '{key}' (first defined at line {first.line}, column {first.col})",
+                    )
                 )
                 continue
             self.doc.key_positions[(*loc, key)] = key_pos
@@ -239,16 +248,18 @@ class _Builder:
         at = _pos(display_path(path), value.start_mark)
         target, _, pointer = str(value.value).partition("#")
         if not target.endswith(REF_SUFFIXES):
-            raise LoadError([Finding.at(at, Level.ERROR, "L008",
-                                        f"$ref '{value.value}' must name a .yaml, .yml or .json file")])
+            raise LoadError(
+                [Finding.at(at, Level.ERROR, "L008", f"$ref '{value.value}' must name a .yaml, .yml or .json file")]
+            )
         file = (path.parent / target).resolve()
         key = (file, pointer)
         if key in self.ref_stack:
             chain = " -> ".join(f"{display_path(f)}{'#' + p if p else ''}" for f, p in [*self.ref_stack, key])
             raise LoadError([Finding.at(at, Level.ERROR, "L009", f"$ref cycle: {chain}")])
         if not file.is_file():
-            raise LoadError([Finding.at(at, Level.ERROR, "L008",
-                                        f"$ref '{value.value}': no such file {display_path(file)}")])
+            raise LoadError(
+                [Finding.at(at, Level.ERROR, "L008", f"$ref '{value.value}': no such file {display_path(file)}")]
+            )
         root = self.composer.compose(file, at)
         node = self._follow(root, pointer, at, value.value)
         self.doc.files.add(file)
@@ -263,8 +274,7 @@ class _Builder:
         if pointer in ("", "/"):
             return node
         if not pointer.startswith("/"):
-            raise LoadError([Finding.at(at, Level.ERROR, "L010",
-                                        f"$ref '{ref}': a JSON pointer must start with '/'")])
+            raise LoadError([Finding.at(at, Level.ERROR, "L010", f"$ref '{ref}': a JSON pointer must start with '/'")])
         for raw in pointer[1:].split("/"):
             part = raw.replace("~1", "/").replace("~0", "~")
             found: yaml.Node | None = None
@@ -273,15 +283,21 @@ class _Builder:
             elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
                 found = node.value[int(part)]
             if found is None:
-                raise LoadError([Finding.at(at, Level.ERROR, "L010",
-                                            f"$ref '{ref}': the pointer segment '{part}' does not exist")])
+                raise LoadError(
+                    [Finding.at(at, Level.ERROR, "L010", f"$ref '{ref}': the pointer segment '{part}' does not exist")]
+                )
             node = found
         return node
 
     def _check_tag(self, node: yaml.Node, expected: str, pos: Position) -> None:
         if node.tag != expected:
-            raise LoadError([Finding.at(pos, Level.ERROR, "L007",
-                                        f"unsupported tag '{node.tag}': only plain YAML data is accepted")])
+            raise LoadError(
+                [
+                    Finding.at(
+                        pos, Level.ERROR, "L007", f"unsupported tag '{node.tag}': only plain YAML data is accepted"
+                    )
+                ]
+            )
 
     def _scalar(self, node: yaml.ScalarNode, pos: Position) -> Any:
         tag, value = node.tag, node.value
@@ -295,13 +311,21 @@ class _Builder:
             if tag == _INT:
                 return int(value, 0) if value.startswith(("0x", "0o")) else int(value)
             if tag == _FLOAT:
-                return float(value.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf")
-                             .replace(".nan", "nan").replace(".NaN", "nan").replace(".NAN", "nan"))
+                return float(
+                    value.replace(".inf", "inf")
+                    .replace(".Inf", "inf")
+                    .replace(".INF", "inf")
+                    .replace(".nan", "nan")
+                    .replace(".NaN", "nan")
+                    .replace(".NAN", "nan")
+                )
         except ValueError:
-            raise LoadError([Finding.at(pos, Level.ERROR, "L007", f"'{value}' is not a valid {tag.rsplit(':', 1)[-1]}")]
-                            ) from None
-        raise LoadError([Finding.at(pos, Level.ERROR, "L007",
-                                    f"unsupported tag '{tag}': only plain YAML data is accepted")])
+            raise LoadError(
+                [Finding.at(pos, Level.ERROR, "L007", f"'{value}' is not a valid {tag.rsplit(':', 1)[-1]}")]
+            ) from None
+        raise LoadError(
+            [Finding.at(pos, Level.ERROR, "L007", f"unsupported tag '{tag}': only plain YAML data is accepted")]
+        )
 
 
 def load_document(

@@ -31,8 +31,12 @@ def document_kind(doc: Document) -> type[Spec] | Finding:
     data = doc.data
     if not isinstance(data, dict):
         shown = type(data).__name__ if data is not None else "null"
-        return Finding.at(doc.position(()), Level.ERROR, "S005",
-                          f"expected a mapping (a contract or a subcontract) at the top level, found a {shown}")
+        return Finding.at(
+            doc.position(()),
+            Level.ERROR,
+            "S005",
+            f"expected a mapping (a contract or a subcontract) at the top level, found a {shown}",
+        )
     if "node_type" in data:
         return Contract
     kind = data.get("kind")
@@ -40,11 +44,19 @@ def document_kind(doc: Document) -> type[Spec] | Finding:
         return SUBCONTRACT_MODELS[kind]
     if "kind" in data:
         allowed = ", ".join(SUBCONTRACT_MODELS)
-        return Finding.at(doc.position(("kind",)), Level.ERROR, "S004",
-                          f"kind: '{kind}' is not a subcontract kind; allowed: {allowed}")
-    return Finding.at(doc.position(()), Level.ERROR, "S005",
-                      "cannot tell what this file is: a contract has 'node_type', a subcontract has 'kind' "
-                      f"({', '.join(SUBCONTRACT_MODELS)})")
+        return Finding.at(
+            doc.position(("kind",)),
+            Level.ERROR,
+            "S004",
+            f"kind: '{kind}' is not a subcontract kind; allowed: {allowed}",
+        )
+    return Finding.at(
+        doc.position(()),
+        Level.ERROR,
+        "S005",
+        "cannot tell what this file is: a contract has 'node_type', a subcontract has 'kind' "
+        f"({', '.join(SUBCONTRACT_MODELS)})",
+    )
 
 
 def parse_model(doc: Document, model: type[M]) -> tuple[M | None, list[Finding]]:
@@ -66,8 +78,12 @@ def _finding(doc: Document, model: type[BaseModel], err: Any) -> Finding:
     if kind == "missing":
         field = loc[-1]
         parent = _data_loc(doc.data, loc[:-1])
-        return Finding.at(doc.position(parent), Level.ERROR, "S002",
-                          f"missing required field '{field}' in {'.'.join(map(str, parent)) or 'document'}")
+        return Finding.at(
+            doc.position(parent),
+            Level.ERROR,
+            "S002",
+            f"missing required field '{field}' in {'.'.join(map(str, parent)) or 'document'}",
+        )
     if kind == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(model, loc[:-1])
@@ -79,16 +95,27 @@ def _finding(doc: Document, model: type[BaseModel], err: Any) -> Finding:
         return Finding.at(doc.position(data_loc), Level.ERROR, "S001", f"unknown field '{key}'{hint}{allowed_text}")
     value = _value_at(doc.data, data_loc)
     if kind in ("union_tag_invalid", "union_tag_not_found") and "effects" in loc[:1]:
-        return Finding.at(doc.position((*data_loc, "adapter")), Level.ERROR, "X001",
-                          f"{where}: unknown or missing adapter {_show(ctx.get('tag'))}; allowed: "
-                          "postgres, kafka, blake3, http")
+        return Finding.at(
+            doc.position((*data_loc, "adapter")),
+            Level.ERROR,
+            "X001",
+            f"{where}: unknown or missing adapter {_show(ctx.get('tag'))}; allowed: postgres, kafka, blake3, http",
+        )
     if kind in ("literal_error", "enum", "union_tag_invalid", "invalid_action", "invalid_target"):
-        return Finding.at(doc.position(data_loc), Level.ERROR, "S004", f"{where}: {_show(value)} is not allowed; "
-                          f"{err['msg'][0].lower()}{err['msg'][1:]}")
+        return Finding.at(
+            doc.position(data_loc),
+            Level.ERROR,
+            "S004",
+            f"{where}: {_show(value)} is not allowed; {err['msg'][0].lower()}{err['msg'][1:]}",
+        )
     if kind == "string_pattern_mismatch":
         meaning = PATTERN_MEANING.get(str(ctx.get("pattern")), f"matching {ctx.get('pattern')}")
-        return Finding.at(doc.position(data_loc), Level.ERROR, "S003",
-                          f"{where}: {_show(value)} is not a valid name; expected {meaning}")
+        return Finding.at(
+            doc.position(data_loc),
+            Level.ERROR,
+            "S003",
+            f"{where}: {_show(value)} is not a valid name; expected {meaning}",
+        )
     return Finding.at(doc.position(data_loc), Level.ERROR, "S003", f"{where}: {err['msg']}; got {_show(value)}")
 
 
@@ -101,10 +128,9 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
     """Pydantic's location without union tags and one-or-many wrapping: a location in the document's data."""
     out: list[str | int] = []
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-            out.append(part)
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if in_dict or in_list:
             data = data[part]
             out.append(part)
         elif isinstance(data, dict):

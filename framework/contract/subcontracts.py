@@ -54,8 +54,11 @@ def _action_tag(value: Any) -> str | None:
 
 Action = Annotated[
     Annotated[EmitAction, Tag("emit")] | Annotated[SetAction, Tag("set")] | Annotated[CallAction, Tag("call")],
-    Discriminator(_action_tag, custom_error_type="invalid_action",
-                  custom_error_message="an action is one of {emit: EVENT}, {set: {FIELD: EXPR}} or {call: METHOD}"),
+    Discriminator(
+        _action_tag,
+        custom_error_type="invalid_action",
+        custom_error_message="an action is one of {emit: EVENT}, {set: {FIELD: EXPR}} or {call: METHOD}",
+    ),
 ]
 
 
@@ -190,9 +193,12 @@ StepTarget = Annotated[
     | Annotated[CommandTarget, Tag("command")]
     | Annotated[HttpTarget, Tag("http")]
     | Annotated[LocalTarget, Tag("handler")],
-    Discriminator(_target_tag, custom_error_type="invalid_target",
-                  custom_error_message="a target is one of {node: NAME, handler: METHOD}, "
-                  "{command: EVENT, reply: EVENT}, {http: URL} or {handler: METHOD}"),
+    Discriminator(
+        _target_tag,
+        custom_error_type="invalid_target",
+        custom_error_message="a target is one of {node: NAME, handler: METHOD}, "
+        "{command: EVENT, reply: EVENT}, {http: URL} or {handler: METHOD}",
+    ),
 ]
 
 

@@ -50,8 +50,18 @@ def load_contract(path: Path | str, *, import_implementation: bool = False) -> C
     if errors:
         raise LoadError(errors)
     if not report.contracts:
-        raise LoadError([Finding(display_path(Path(path)), 1, 1, Level.ERROR, "S005",
-                                 "this file is a subcontract, not a contract (it has no node_type)")])
+        raise LoadError(
+            [
+                Finding(
+                    display_path(Path(path)),
+                    1,
+                    1,
+                    Level.ERROR,
+                    "S005",
+                    "this file is a subcontract, not a contract (it has no node_type)",
+                )
+            ]
+        )
     return report.contracts[0][1]
 
 
@@ -80,9 +90,7 @@ def validate_file(path: Path, *, import_implementation: bool = True) -> tuple[Lo
     return Loaded(doc, model), linter.findings
 
 
-def validate_paths(
-    paths: Iterable[Path], *, import_implementation: bool = True, cross_check: bool = True
-) -> Report:
+def validate_paths(paths: Iterable[Path], *, import_implementation: bool = True, cross_check: bool = True) -> Report:
     report = Report()
     loaded: list[Loaded] = []
     seen: set[Path] = set()
@@ -120,8 +128,14 @@ def cross_findings(contracts: list[tuple[Document, Contract]]) -> list[Finding]:
     for doc, c in contracts:
         if c.name in by_name:
             first = by_name[c.name].position(("name",))
-            findings.append(Finding.at(doc.position(("name",)), Level.ERROR, "N001",
-                                       f"node name '{c.name}' is already used by {first.path}:{first.line}"))
+            findings.append(
+                Finding.at(
+                    doc.position(("name",)),
+                    Level.ERROR,
+                    "N001",
+                    f"node name '{c.name}' is already used by {first.path}:{first.line}",
+                )
+            )
         else:
             by_name[c.name] = doc
         for i, name in enumerate(c.publishes):
@@ -137,21 +151,38 @@ def cross_findings(contracts: list[tuple[Document, Contract]]) -> list[Finding]:
     for name, places in produced.items():
         if name not in consumed and name not in external_consumers:
             for doc, i in places:
-                findings.append(Finding.at(doc.position(("publishes", i)), Level.WARNING, "N002",
-                                           f"'{name}' is published but no validated contract subscribes to it"))
+                findings.append(
+                    Finding.at(
+                        doc.position(("publishes", i)),
+                        Level.WARNING,
+                        "N002",
+                        f"'{name}' is published but no validated contract subscribes to it",
+                    )
+                )
     for name, places in consumed.items():
         if name not in produced and name not in external_producers:
             for doc, i in places:
-                findings.append(Finding.at(doc.position(("subscriptions", i, "event")), Level.WARNING, "N003",
-                                           f"'{name}' is consumed but no validated contract publishes it"))
+                findings.append(
+                    Finding.at(
+                        doc.position(("subscriptions", i, "event")),
+                        Level.WARNING,
+                        "N003",
+                        f"'{name}' is consumed but no validated contract publishes it",
+                    )
+                )
     for doc, c in contracts:
         wf = c.subcontracts.workflow
         if wf is None:
             continue
         for i, step in enumerate(wf.steps):
             if isinstance(step.target, NodeTarget) and step.target.node not in by_name:
-                findings.append(Finding.at(doc.position(("subcontracts", "workflow", "steps", i, "target", "node")),
-                                           Level.WARNING, "W004",
-                                           f"step '{step.name}' calls node '{step.target.node}', which is not among "
-                                           f"the validated contracts"))
+                findings.append(
+                    Finding.at(
+                        doc.position(("subcontracts", "workflow", "steps", i, "target", "node")),
+                        Level.WARNING,
+                        "W004",
+                        f"step '{step.name}' calls node '{step.target.node}', which is not among "
+                        f"the validated contracts",
+                    )
+                )
     return findings

@@ -1,0 +1,273 @@
+"""The host: the composition root. It builds nodes from contracts, owns every resource in one AsyncExitStack, and
+runs start → ready → drain (finish in-flight handlers, commit) → stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from framework.adapters.kafka_bus import KafkaEventBus
+from framework.adapters.memory_bus import MemoryEventBus
+from framework.adapters.services import open_services, redact_dsn
+from framework.contract.spec import Contract
+from framework.errors import PoisonMessage
+from framework.ports.event_bus import DeliveryPolicy, EventBus, Message, Subscription
+from framework.ports.resource import Resource
+from framework.runtime.catalog import bind_effects, node_class
+from framework.runtime.config import Settings
+from framework.runtime.http import respond, unified_errors
+from framework.runtime.kinds.base import Node, NodeRuntime
+from framework.runtime.logs import log_context
+from framework.runtime.metrics import Metrics
+
+log = logging.getLogger("onex.host")
+
+
+@dataclass
+class Endpoints:
+    """Where everything the host uses can be reached; printed on start and written to endpoints.json."""
+
+    http: str = ""
+    kafka_bootstrap: str | None = None
+    postgres_dsn: str | None = None
+    embedded: list[str] = field(default_factory=list)
+    consumes: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "http": self.http,
+            "kafka_bootstrap_servers": self.kafka_bootstrap,
+            "postgres_dsn": self.postgres_dsn,
+            "embedded": self.embedded,
+            "consumes": self.consumes,
+        }
+
+
+def delivery_policy(contract: Contract) -> DeliveryPolicy:
+    retry = contract.subcontracts.retry
+    if retry is None:
+        return DeliveryPolicy()
+    return DeliveryPolicy(
+        max_attempts=retry.max_attempts,
+        initial_backoff_s=retry.backoff.initial_ms / 1000,
+        multiplier=retry.backoff.multiplier,
+        max_backoff_s=retry.backoff.max_ms / 1000,
+        jitter=retry.backoff.jitter,
+        dead_letter=retry.dead_letter,
+    )
+
+
+class Host(Resource):
+    """Hosts the nodes of ``contracts`` in this process."""
+
+    resource_name = "host"
+
+    def __init__(self, contracts: list[Contract], settings: Settings) -> None:
+        super().__init__()
+        if not contracts:
+            raise ValueError("a host needs at least one contract")
+        self.contracts = contracts
+        self.settings = settings
+        self.metrics = Metrics()
+        self.nodes: list[Node] = []
+        self.endpoints = Endpoints()
+        self.ready = False
+        self.bus: EventBus | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._subscriptions: list[Subscription] = []
+        self._in_flight = 0
+        self._started_at = time.monotonic()
+
+    # --- life -----------------------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        s = self.settings
+        stack = self._stack
+        need_postgres = any(e.adapter == "postgres" for c in self.contracts for e in c.effects)
+        services = await open_services(
+            stack,
+            data_dir=s.data_dir,
+            env=self._service_env(),
+            need_kafka=s.bus == "kafka",
+            need_postgres=need_postgres,
+        )
+        if services.kafka_embedded:
+            self.endpoints.embedded.append("kafka")
+        if services.postgres_embedded:
+            self.endpoints.embedded.append("postgres")
+        if need_postgres:
+            self.endpoints.postgres_dsn = redact_dsn(services.postgres_dsn)
+        self.bus = await self._open_bus(services.kafka_bootstrap if s.bus == "kafka" else None)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        runtime = NodeRuntime(
+            bus=self.bus,
+            env=s.env,
+            instance=f"{socket.gethostname()}-{os.getpid()}",
+            metrics=self.metrics,
+            bind_effects=bind_effects,
+            resources={"http_session": session, "postgres_dsn": services.postgres_dsn},
+        )
+        self.nodes = [node_class(c)(c, runtime) for c in self.contracts]
+        topics: set[str] = set()
+        for node in self.nodes:
+            topics |= node.routes.topics([s.event for s in node.contract.subscriptions] + node.contract.publishes)
+        await self.bus.ensure_topics(sorted(topics))
+        for node in self.nodes:
+            await node.start()
+            stack.push_async_callback(node.stop)
+        await self._serve_http(stack)
+        for node in self.nodes:
+            await self._subscribe(node)
+        self._write_endpoints()
+        self.ready = True
+        log.info("host ready", extra={"endpoints": self.endpoints.as_dict()})
+
+    async def _stop(self) -> None:
+        """Drain: stop consuming (each subscription finishes its handler in flight and commits), then close
+        nodes, the HTTP server, the bus and the embedded services, in reverse order of opening."""
+        self.ready = False
+        subscriptions, self._subscriptions = self._subscriptions, []
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout_s):
+                await asyncio.gather(*(sub.stop() for sub in subscriptions))
+        except TimeoutError:
+            log.error(
+                "drain timed out; handlers still running are abandoned and their events will be redelivered",
+                extra={"in_flight": self._in_flight, "timeout_s": self.settings.drain_timeout_s},
+            )
+        await self._stack.aclose()
+
+    def _service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for var, value in (
+            ("POSTGRES_DSN", self.settings.postgres_dsn),
+            ("KAFKA_BOOTSTRAP_SERVERS", self.settings.kafka_bootstrap_servers),
+        ):
+            if value:
+                env[var] = value
+            else:
+                env.pop(var, None)
+        return env
+
+    async def _open_bus(self, bootstrap: str | None) -> EventBus:
+        bus: EventBus
+        if bootstrap is None:
+            bus = MemoryEventBus()
+        else:
+            bus = KafkaEventBus(bootstrap)
+            self.endpoints.kafka_bootstrap = bootstrap
+        await bus.start()
+        self._stack.push_async_callback(bus.stop)
+        return bus
+
+    async def _subscribe(self, node: Node) -> None:
+        assert self.bus is not None
+        policy = delivery_policy(node.contract)
+        for sub in node.contract.subscriptions:
+            route = node.routes[sub.event]
+            group = sub.group or node.name
+            handler = self._observed(node, group, policy)
+            self._subscriptions.append(
+                await self.bus.subscribe([route.topic], group=group, handler=handler, policy=policy)
+            )
+            self.endpoints.consumes.setdefault(node.name, []).append(route.topic)
+
+    def _observed(self, node: Node, group: str, policy: DeliveryPolicy) -> Callable[[Message], Awaitable[None]]:
+        """The node's receive wrapped with metrics and the log context of the event in hand."""
+        metrics = self.metrics
+
+        async def handler(message: Message) -> None:
+            env = message.envelope
+            token = log_context.set(
+                {
+                    "node": node.name,
+                    "event_type": env.event_type,
+                    "event_id": str(env.event_id),
+                    "correlation_id": str(env.correlation_id or env.event_id),
+                    "attempt": str(message.attempt),
+                }
+            )
+            self._in_flight += 1
+            try:
+                await node.receive(message)
+            except PoisonMessage:
+                metrics.failed.inc(topic=message.topic, group=group)
+                if policy.dead_letter:
+                    metrics.dead_lettered.inc(topic=message.topic, group=group)
+                log.warning("poison event: dead-lettered without retry", exc_info=True)
+                raise
+            except Exception:
+                metrics.failed.inc(topic=message.topic, group=group)
+                last = message.attempt >= policy.max_attempts
+                if last and policy.dead_letter:
+                    metrics.dead_lettered.inc(topic=message.topic, group=group)
+                log.warning("handler failed" + (" on its last attempt" if last else "; will retry"), exc_info=True)
+                raise
+            else:
+                metrics.consumed.inc(topic=message.topic, group=group)
+            finally:
+                self._in_flight -= 1
+                log_context.reset(token)
+
+        return handler
+
+    # --- HTTP -----------------------------------------------------------------------------------------------------
+
+    async def _serve_http(self, stack: contextlib.AsyncExitStack) -> None:
+        app = web.Application(middlewares=[unified_errors])
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        for node in self.nodes:
+            routes = getattr(node, "http_routes", None)
+            if callable(routes):
+                app.router.add_routes(routes())
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, "127.0.0.1", self.settings.service_port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else self.settings.service_port
+        self.endpoints.http = f"http://127.0.0.1:{port}"
+
+    async def _health(self, request: web.Request) -> web.Response:
+        components = {"bus": "up" if self.bus is not None else "down"}
+        components.update({f"node:{n.name}": "up" for n in self.nodes})
+        data = {
+            "live": True,
+            "ready": self.ready,
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "components": components,
+        }
+        if self.ready:
+            return respond(request, data, message="ready")
+        return respond(
+            request, data, status="error", http_status=503, error="not_ready", message="starting or draining"
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    def _write_endpoints(self) -> None:
+        path = self.settings.data_dir / "endpoints.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.endpoints.as_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)

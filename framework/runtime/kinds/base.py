@@ -1,0 +1,157 @@
+"""What every node kind shares: identity from the contract, checked publishing, checked handling, effects."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from framework.contract.spec import Contract, NodeType, Subscription
+from framework.errors import NodeRuleError
+from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import EventBus, Message
+from framework.runtime.effects import Effects
+from framework.runtime.routing import Routes
+
+if TYPE_CHECKING:
+    from framework.runtime.metrics import Metrics
+
+#: The event being handled, so that what a handler publishes is chained to it (correlation and causation ids).
+current_event: contextvars.ContextVar[OnexEnvelopeV1 | None] = contextvars.ContextVar("current_event", default=None)
+
+EffectBinder = Callable[["Node"], Effects]
+
+
+@dataclass
+class NodeRuntime:
+    """What the host gives a node: the bus, where its events live, its metrics and its adapters."""
+
+    bus: EventBus
+    env: str
+    instance: str
+    metrics: Metrics
+    bind_effects: EffectBinder
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+class Node:
+    """Base of every node. Subclass the base of your contract's kind and name it in ``implementation``; each
+    subscription's ``handler`` is an ``async def handler(self, event: OnexEnvelopeV1) -> None`` method."""
+
+    node_type: ClassVar[NodeType]
+
+    def __init__(self, contract: Contract, runtime: NodeRuntime) -> None:
+        if contract.node_type != self.node_type:
+            raise NodeRuleError(
+                f"{type(self).__name__} is a {self.node_type} node; contract '{contract.name}' is {contract.node_type}"
+            )
+        self.contract = contract
+        self.runtime = runtime
+        self.name = contract.name
+        self.node_id = f"{contract.name}@{runtime.instance}"
+        self.routes = Routes(contract, runtime.env)
+        self.log = logging.getLogger(f"onex.node.{contract.name}")
+        self._publishes = frozenset(contract.publishes)
+        self._effects = runtime.bind_effects(self)
+        self._handlers = {s.event: self._resolve_handler(s) for s in contract.subscriptions}
+
+    def _resolve_handler(self, sub: Subscription) -> Callable[[OnexEnvelopeV1], Awaitable[None]]:
+        handler = getattr(self, sub.handler, None)
+        if not callable(handler):
+            raise NodeRuleError(
+                f"node '{self.name}' subscribes to '{sub.event}' with handler '{sub.handler}', but "
+                f"{type(self).__name__} has no such method"
+            )
+        return handler  # type: ignore[no-any-return]
+
+    # --- life ---------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Called once the bus is up, before consuming starts. Override to open resources of your own."""
+
+    async def stop(self) -> None:
+        """Called after consuming stopped and in-flight handlers finished."""
+
+    # --- what a handler may do -------------------------------------------------------------------------------------
+
+    @property
+    def effects(self) -> Effects:
+        return self._effects
+
+    async def publish(
+        self,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        cause: OnexEnvelopeV1 | None = None,
+        partition_key: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> OnexEnvelopeV1:
+        """Publish a declared event. The payload is checked against its model; the envelope is chained to ``cause``
+        (by default, the event being handled) and keyed by the catalog's partition_key field when it has one."""
+        if event not in self._publishes:
+            declared = ", ".join(sorted(self._publishes)) or "none"
+            raise NodeRuleError(f"node '{self.name}' may not publish '{event}': its contract publishes {declared}")
+        route = self.routes[event]
+        route.validator.check(payload, what=f"payload of '{event}' published by {self.name}")
+        if partition_key is None and route.spec.partition_key is not None:
+            value = payload.get(route.spec.partition_key)
+            partition_key = str(value) if value is not None else None
+        parent = cause if cause is not None else current_event.get()
+        common: dict[str, Any] = {
+            "event_type": event,
+            "event_version": route.spec.version,
+            "payload": payload,
+            "source_node_id": self.node_id,
+            "source_service": self.name,
+            "source_version": str(self.contract.version),
+            "partition_key": partition_key,
+            "metadata": metadata or {},
+        }
+        if parent is not None:
+            envelope = OnexEnvelopeV1.child_of(parent, **common)
+        else:
+            envelope = OnexEnvelopeV1(environment=self.runtime.env, **common)
+        await self.runtime.bus.publish(route.topic, envelope)
+        self.runtime.metrics.published.inc(topic=route.topic)
+        return envelope
+
+    # --- called by the host -------------------------------------------------------------------------------------
+
+    async def receive(self, message: Message) -> None:
+        """Check the payload against the subscribed event's model, then run the handler with the event current."""
+        event = message.envelope.event_type
+        handler = self._handlers.get(event)
+        if handler is None:
+            raise NodeRuleError(
+                f"node '{self.name}' received '{event}' on {message.topic}, which it does not subscribe to"
+            )
+        self.routes[event].validator.check(message.envelope.payload, what=f"payload of '{event}'")
+        token = current_event.set(message.envelope)
+        started = time.perf_counter()
+        try:
+            await self.dispatch(handler, message.envelope)
+        finally:
+            current_event.reset(token)
+            self.runtime.metrics.handler_seconds.observe(time.perf_counter() - started, node=self.name, event=event)
+
+    async def dispatch(self, handler: Callable[[OnexEnvelopeV1], Awaitable[None]], event: OnexEnvelopeV1) -> None:
+        """How a kind runs a handler; kinds with rules of their own override this."""
+        await handler(event)
+
+    def introspection(self) -> dict[str, Any]:
+        """What the node registry learns about this node."""
+        return {
+            "node_id": self.node_id,
+            "node_type": str(self.node_type),
+            "node_version": str(self.contract.version),
+            "capabilities": {
+                "subscribes": [s.event for s in self.contract.subscriptions],
+                "publishes": list(self.contract.publishes),
+                "effects": [e.name for e in self.contract.effects],
+            },
+            "metadata": {"description": self.contract.description},
+        }

@@ -1,0 +1,36 @@
+"""Payload validation against a contract's models: each validator is compiled once, when the node is built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from framework.contract.subcontracts import JsonSchema
+from framework.errors import PayloadInvalid
+
+_FORMATS = FormatChecker()
+MAX_REPORTED = 5
+
+
+class PayloadValidator:
+    """Checks data against one named model. ``$ref: '#/$defs/Other'`` resolves among the models declared beside it."""
+
+    def __init__(self, name: str, schema: JsonSchema, siblings: dict[str, JsonSchema]) -> None:
+        self.name = name
+        root = {"$defs": siblings, **schema}
+        Draft202012Validator.check_schema(root)
+        self._validator = Draft202012Validator(root, format_checker=_FORMATS)
+
+    def check(self, data: Any, *, what: str) -> None:
+        """Raise :class:`PayloadInvalid` naming each problem (up to five) with its path, e.g.
+        ``payload of stamp-requested does not match StampRequested: namespace: 5 is not of type 'string'``."""
+        errors = sorted(self._validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+        if not errors:
+            return
+        parts = []
+        for err in errors[:MAX_REPORTED]:
+            where = ".".join(str(p) for p in err.absolute_path) or "(root)"
+            parts.append(f"{where}: {err.message}")
+        more = f" (and {len(errors) - MAX_REPORTED} more)" if len(errors) > MAX_REPORTED else ""
+        raise PayloadInvalid(f"{what} does not match {self.name}: {'; '.join(parts)}{more}")
