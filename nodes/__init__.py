@@ -1,1 +1,1 @@
-"""nodes."""
+"""The shipped OmniNode Bridge nodes, one package each; each runs with python -m nodes.<name>."""

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from framework.cli.hostflags import add_host_flags, load_contracts, settings_from
-from framework.runtime.serve import run as serve
 from framework.shipped import shipped_dir
 
 
@@ -25,4 +24,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from framework.runtime.serve import run as serve  # noqa: PLC0415 - the runtime is heavy; validate starts fast
+
     return serve(load_contracts([args.directory or shipped_dir("contracts")]), settings_from(args))

@@ -1,0 +1,1 @@
+"""The bridge_orchestrator node (contract: contracts/bridge_orchestrator.yaml)."""

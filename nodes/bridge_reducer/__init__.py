@@ -1,0 +1,1 @@
+"""The bridge_reducer node (contract: contracts/bridge_reducer.yaml)."""

@@ -1,0 +1,1 @@
+"""The metadata_stamping node (contract: contracts/metadata_stamping.yaml)."""

@@ -1,0 +1,1 @@
+"""The node_registry node (contract: contracts/node_registry.yaml)."""
