@@ -71,13 +71,13 @@ def parse_model(doc: Document, model: type[M]) -> tuple[M | None, list[Finding]]
 
 def _finding(doc: Document, model: type[BaseModel], err: Any) -> Finding:
     loc: Loc = tuple(err["loc"])
-    data_loc = _data_loc(doc.data, loc)
+    data_loc = _data_loc(doc.data, loc, model)
     kind = err["type"]
     where = ".".join(str(p) for p in data_loc) or "document"
     ctx = err.get("ctx") or {}
     if kind == "missing":
         field = loc[-1]
-        parent = _data_loc(doc.data, loc[:-1])
+        parent = _data_loc(doc.data, loc[:-1], model)
         return Finding.at(
             doc.position(parent),
             Level.ERROR,
@@ -94,6 +94,8 @@ def _finding(doc: Document, model: type[BaseModel], err: Any) -> Finding:
         allowed_text = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return Finding.at(doc.position(data_loc), Level.ERROR, "S001", f"unknown field '{key}'{hint}{allowed_text}")
     value = _value_at(doc.data, data_loc)
+    if loc[-1:] == ("[key]",) and data_loc:
+        value = data_loc[-1]  # the offending key itself, not the value it names
     if kind in ("union_tag_invalid", "union_tag_not_found") and "effects" in loc[:1]:
         return Finding.at(
             doc.position((*data_loc, "adapter")),
@@ -124,10 +126,19 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _data_loc(data: Any, loc: Loc) -> Loc:
-    """Pydantic's location without union tags and one-or-many wrapping: a location in the document's data."""
+def _data_loc(data: Any, loc: Loc, model: Any = None) -> Loc:
+    """Pydantic's location without union tags and one-or-many wrapping: a location in the document's data.
+
+    The model's types tell tags from keys: a target's tag 'http' or an action's tag 'emit' is also a key of the
+    data, and descending into it would put the finding on the wrong value."""
     out: list[str | int] = []
+    tp = model
     for part in loc:
+        member = _tag_member(tp, part)
+        if member is not None:
+            tp = member
+            continue
+        tp = _step(tp, part) if tp is not None else None
         in_dict = isinstance(data, dict) and part in data
         in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
         if in_dict or in_list:
@@ -138,6 +149,17 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
         else:
             break
     return tuple(out)
+
+
+def _tag_member(tp: Any, part: str | int) -> Any:
+    """The member of a tagged union that ``part`` names, when ``tp`` is such a union and ``part`` a tag."""
+    tp = _unwrap(tp)
+    if get_origin(tp) not in (types.UnionType, typing.Union) or not isinstance(part, str):
+        return None
+    models = [m for m in map(_unwrap, get_args(tp)) if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(models) < 2:
+        return None  # 'Model | None' is not tagged
+    return next((m for m in models if _tag_of(m) == part), None)
 
 
 def _value_at(data: Any, loc: Loc) -> Any:

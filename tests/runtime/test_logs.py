@@ -26,7 +26,8 @@ def test_json_lines_carry_context_and_extras() -> None:
         except ValueError:
             logging.getLogger("onex.test").error("failed", exc_info=True)
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 2
     first, second = lines
