@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from framework import __version__
-from framework.cli import run, schema, up, validate
+from framework.cli import db, migrate, run, schema, up, validate
 from framework.errors import OnexError, UsageError
 
 #: Subcommands in the order ``onex --help`` lists them.
-COMMANDS: list[ModuleType] = [validate, schema, run, up]
+COMMANDS: list[ModuleType] = [validate, schema, run, up, migrate, db]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
