@@ -19,6 +19,7 @@ from aiohttp import web
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.adapters.memory_bus import MemoryEventBus
+from framework.adapters.memory_fsm_store import MemoryFSMStore
 from framework.adapters.services import open_services, redact_dsn
 from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
@@ -116,6 +117,7 @@ class Host(Resource):
             instance=f"{socket.gethostname()}-{os.getpid()}",
             metrics=self.metrics,
             bind_effects=bind_effects,
+            fsm_store=MemoryFSMStore(),
             resources={"http_session": session, "postgres_dsn": services.postgres_dsn},
         )
         self.nodes = [node_class(c)(c, runtime) for c in self.contracts]
@@ -201,11 +203,11 @@ class Host(Resource):
             self._in_flight += 1
             try:
                 await node.receive(message)
-            except PoisonMessage:
+            except PoisonMessage as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
                 if policy.dead_letter:
                     metrics.dead_lettered.inc(topic=message.topic, group=group)
-                log.warning("poison event: dead-lettered without retry", exc_info=True)
+                log.warning("poison event: dead-lettered without retry", extra={"error": str(exc)})
                 raise
             except Exception:
                 metrics.failed.inc(topic=message.topic, group=group)

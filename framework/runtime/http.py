@@ -12,10 +12,8 @@ from typing import Any, Literal
 from aiohttp import web
 
 Status = Literal["success", "error", "partial"]
-REQUEST_STARTED = web.AppKey("request_started", float)
-
-_request_started_key = "onex_request_started"
-_request_id_key = "onex_request_id"
+_request_started_key = web.RequestKey("onex_request_started", float)
+_request_id_key = web.RequestKey("onex_request_id", str)
 
 
 def respond(

@@ -13,7 +13,9 @@ from framework.contract.spec import Contract, NodeType, Subscription
 from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import EventBus, Message
+from framework.ports.fsm_store import FSMStore, TransitionRecord
 from framework.runtime.effects import Effects
+from framework.runtime.fsm import FireResult, FSMDefinition, FSMEngine, FSMInstance
 from framework.runtime.routing import Routes
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ class NodeRuntime:
     instance: str
     metrics: Metrics
     bind_effects: EffectBinder
+    fsm_store: FSMStore
     resources: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +60,17 @@ class Node:
         self._publishes = frozenset(contract.publishes)
         self._effects = runtime.bind_effects(self)
         self._handlers = {s.event: self._resolve_handler(s) for s in contract.subscriptions}
+        fsm = contract.subcontracts.fsm
+        self.fsm: FSMEngine | None = None
+        if fsm is not None:
+            self.fsm = FSMEngine(
+                FSMDefinition(fsm), runtime.fsm_store, implementation=self, on_transition=self._count_transition
+            )
+
+    def _count_transition(self, record: TransitionRecord) -> None:
+        self.runtime.metrics.transitions.inc(
+            machine=record.machine, from_state=record.from_state, to_state=record.to_state
+        )
 
     def _resolve_handler(self, sub: Subscription) -> Callable[[OnexEnvelopeV1], Awaitable[None]]:
         handler = getattr(self, sub.handler, None)
@@ -113,11 +127,20 @@ class Node:
         }
         if parent is not None:
             envelope = OnexEnvelopeV1.child_of(parent, **common)
+            if envelope.environment != self.runtime.env:  # the publisher's environment, not the cause's
+                envelope = envelope.model_copy(update={"environment": self.runtime.env})
         else:
             envelope = OnexEnvelopeV1(environment=self.runtime.env, **common)
         await self.runtime.bus.publish(route.topic, envelope)
         self.runtime.metrics.published.inc(topic=route.topic)
         return envelope
+
+    async def fire(self, instance: FSMInstance, trigger: str, context: dict[str, Any] | None = None) -> FireResult:
+        """Fire a trigger on an instance of this node's FSM and publish what its actions emitted."""
+        result = await instance.fire(trigger, context)
+        for emitted in result.emitted:
+            await self.publish(emitted.event, emitted.payload)
+        return result
 
     # --- called by the host -------------------------------------------------------------------------------------
 
