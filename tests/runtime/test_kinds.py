@@ -114,7 +114,7 @@ async def test_effect_uses_only_declared_effects_and_events(runtime: NodeRuntime
         match=r"used effect 'delete_all', which its contract does not declare; "
         r"declared: announce, fingerprint",
     ):
-        node.effects.delete_all
+        _ = node.effects.delete_all
     with pytest.raises(NodeRuleError, match=r"may not publish 'text-submitted': its contract publishes count-recorded"):
         await node.publish("text-submitted", {"doc_id": "d", "text": "x"})
     with pytest.raises(PayloadInvalid, match=r"payload of 'count-recorded' published by count_recorder"):
