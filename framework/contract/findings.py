@@ -6,6 +6,15 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+#: Control characters and line breaks, shown escaped: a finding is one line, and contract text must not drive the
+#: terminal. Tabs stay.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 0x7F, 0x85] if c != 9} | {
+    10: "\\n",
+    13: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
 
 class Level(enum.StrEnum):
     ERROR = "error"
@@ -35,7 +44,8 @@ class Finding:
         return cls(pos.path, pos.line, pos.col, level, code, message)
 
     def format(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.level.value} {self.code} {self.message}"
+        text = f"{self.path}:{self.line}:{self.col}: {self.level.value} {self.code} {self.message}"
+        return text.translate(_ESCAPES)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -404,6 +404,9 @@ class Linter:
                     f"model '{name}' is not valid JSON Schema{' at ' + where if where else ''}: {exc.message}",
                 )
                 continue
+            except RecursionError:  # checking a pattern compiles it, and re recurses once per nested group
+                self.add(loc, "M002", f"model '{name}' is not valid JSON Schema: it nests too deeply to be checked")
+                continue
             for sub_loc, key, value in _walk_schema(schema, loc):
                 if key not in SCHEMA_SUBSET:
                     self.add(sub_loc, "M003", f"model '{name}' uses '{key}', which is outside the supported subset")
@@ -467,6 +470,8 @@ def _freeze(value: Any) -> Any:
         return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
     if isinstance(value, list):
         return ("__list__", tuple(_freeze(v) for v in value))
+    if isinstance(value, bool):  # True == 1 as cache keys, but only 1 is a valid minLength
+        return ("__bool__", value)
     return value
 
 
@@ -474,6 +479,8 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         if value and value[0] == "__list__":
             return [_thaw(v) for v in value[1]]
+        if value and value[0] == "__bool__":
+            return value[1]
         return {k: _thaw(v) for k, v in value}
     return value
 

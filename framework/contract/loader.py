@@ -26,6 +26,8 @@ from framework.errors import ContractError
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+#: Python prints no int of more than 4300 digits; larger ones (from 0x... or 0o...) would break every message.
+_MAX_INT_BITS = 14_000
 REF_SUFFIXES = (".yaml", ".yml", ".json")
 
 #: A location in a document: the keys and indexes from its root.
@@ -142,8 +144,12 @@ class _Composer:
             mark = exc.problem_mark or exc.context_mark
             pos = _pos(shown, mark) if mark is not None else Position(shown, 1, 1)
             problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+            if "maximum nesting depth" in problem:  # libyaml's own limit: not a syntax error, too deep
+                raise self._fail(pos, "L006", "nesting is too deep") from None
             raise self._fail(pos, "L003", f"YAML syntax error: {problem or exc}") from None
-        except (yaml.YAMLError, RecursionError) as exc:
+        except RecursionError:  # the pure-Python composer recurses once per level
+            raise self._fail(Position(shown, 1, 1), "L006", "nesting is too deep") from None
+        except yaml.YAMLError as exc:
             raise self._fail(Position(shown, 1, 1), "L003", f"YAML syntax error: {exc}") from None
         finally:
             loader.dispose()
@@ -170,9 +176,15 @@ class _Builder:
         self.findings: list[Finding] = []
         self.active: list[int] = []  # ids of nodes under construction: an alias to one of them is a cycle
         self.ref_stack: list[tuple[Path, str]] = []
+        self.shown: dict[Path, str] = {}  # display_path resolves the path: once per file, not once per value
+
+    def _display(self, path: Path) -> str:
+        if path not in self.shown:
+            self.shown[path] = display_path(path)
+        return self.shown[path]
 
     def build(self, node: yaml.Node, path: Path, loc: Loc, depth: int) -> Any:
-        shown = display_path(path)
+        shown = self._display(path)
         pos = _pos(shown, node.start_mark)
         self.doc.positions[loc] = pos
         self.count += 1
@@ -206,7 +218,7 @@ class _Builder:
         raise LoadError([Finding.at(pos, Level.ERROR, "L003", f"unsupported YAML node {type(node).__name__}")])
 
     def _mapping(self, node: yaml.MappingNode, path: Path, loc: Loc, depth: int) -> Any:
-        shown = display_path(path)
+        shown = self._display(path)
         pairs = node.value
         if len(pairs) == 1 and self._is_file_ref(pairs[0]):
             return self._ref(pairs[0][1], path, loc, depth)
@@ -245,29 +257,40 @@ class _Builder:
         )
 
     def _ref(self, value: yaml.ScalarNode, path: Path, loc: Loc, depth: int) -> Any:
-        at = _pos(display_path(path), value.start_mark)
+        at = _pos(self._display(path), value.start_mark)
         target, _, pointer = str(value.value).partition("#")
         if not target.endswith(REF_SUFFIXES):
             raise LoadError(
                 [Finding.at(at, Level.ERROR, "L008", f"$ref '{value.value}' must name a .yaml, .yml or .json file")]
             )
-        file = (path.parent / target).resolve()
+        try:
+            file = (path.parent / target).resolve()
+            is_file = file.is_file()
+        except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a NUL byte, a symlink loop
+            reason = "a symlink loop" if isinstance(exc, RuntimeError) else getattr(exc, "strerror", None) or str(exc)
+            raise LoadError(
+                [Finding.at(at, Level.ERROR, "L008", f"$ref '{value.value}': cannot use this file name: {reason}")]
+            ) from None
         key = (file, pointer)
         if key in self.ref_stack:
-            chain = " -> ".join(f"{display_path(f)}{'#' + p if p else ''}" for f, p in [*self.ref_stack, key])
-            raise LoadError([Finding.at(at, Level.ERROR, "L009", f"$ref cycle: {chain}")])
-        if not file.is_file():
+            raise LoadError([Finding.at(at, Level.ERROR, "L009", f"$ref cycle: {self._chain(key)}")])
+        if not is_file:
             raise LoadError(
                 [Finding.at(at, Level.ERROR, "L008", f"$ref '{value.value}': no such file {display_path(file)}")]
             )
         root = self.composer.compose(file, at)
         node = self._follow(root, pointer, at, value.value)
+        if id(node) in self.active:  # a pointer to a node being built: another way round to the same cycle
+            raise LoadError([Finding.at(at, Level.ERROR, "L009", f"$ref cycle: {self._chain(key)}")])
         self.doc.files.add(file)
         self.ref_stack.append(key)
         try:
             return self.build(node, file, loc, depth)
         finally:
             self.ref_stack.pop()
+
+    def _chain(self, key: tuple[Path, str]) -> str:
+        return " -> ".join(f"{display_path(f)}{'#' + p if p else ''}" for f, p in [*self.ref_stack, key])
 
     @staticmethod
     def _follow(node: yaml.Node, pointer: str, at: Position, ref: str) -> yaml.Node:
@@ -305,11 +328,18 @@ class _Builder:
             if tag == _STR:
                 return value
             if tag == _NULL:
+                if value not in ("~", "null", "Null", "NULL", ""):  # '!!null x' is not null, nor '!!bool yes' false
+                    raise ValueError(value)
                 return None
             if tag == _BOOL:
+                if value not in ("true", "True", "TRUE", "false", "False", "FALSE"):
+                    raise ValueError(value)
                 return value.lower() == "true"
             if tag == _INT:
-                return int(value, 0) if value.startswith(("0x", "0o")) else int(value)
+                number = int(value, 0) if value.startswith(("0x", "0o")) else int(value)
+                if number.bit_length() > _MAX_INT_BITS:
+                    raise ValueError(value)
+                return number
             if tag == _FLOAT:
                 return float(
                     value.replace(".inf", "inf")

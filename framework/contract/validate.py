@@ -95,7 +95,11 @@ def validate_paths(paths: Iterable[Path], *, import_implementation: bool = True,
     loaded: list[Loaded] = []
     seen: set[Path] = set()
     for root in paths:
-        if not root.exists():
+        try:
+            exists = root.exists()
+        except OSError:  # e.g. a name longer than the file system allows
+            exists = False
+        if not exists:
             report.findings.append(Finding(str(root), 1, 1, Level.ERROR, "L001", f"{root}: no such file or directory"))
             continue
         for path in iter_yaml_files(root):
