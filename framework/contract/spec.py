@@ -115,7 +115,7 @@ class Contract(Spec):
     contract_version: Literal["1.0"]
     name: Identifier
     version: Version
-    node_type: NodeType
+    node_type: NodeType = Field(strict=False)
     description: str = ""
     implementation: PythonRef | None = Field(default=None, description="module:Class of the handler")
     models: dict[ModelName, JsonSchema] = Field(default_factory=dict)

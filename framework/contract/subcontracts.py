@@ -17,9 +17,11 @@ JsonSchema = dict[str, Any]
 
 
 class Spec(BaseModel):
-    """Base of every model of the language: unknown keys are errors, values are immutable."""
+    """Base of every model of the language: unknown keys are errors, values are immutable, and values are not
+    coerced (``terminal: yes`` is an error, not True: the loader keeps yes/no/on/off as strings on purpose).
+    Enum fields opt out of strictness so that their YAML strings are accepted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 # --- FSM -----------------------------------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class EventClass(enum.StrEnum):
 class EventSpec(Spec):
     name: EventName
     version: int = Field(default=1, ge=1)
-    event_class: EventClass = Field(default=EventClass.EVT, alias="class")
+    event_class: EventClass = Field(default=EventClass.EVT, alias="class", strict=False)
     payload_model: ModelName
     description: str = ""
     partition_key: str | None = Field(default=None, description="payload field whose value keys the Kafka message")
@@ -239,7 +241,7 @@ class AggregationType(enum.StrEnum):
 
 
 class AggregationStrategy(Spec):
-    type: AggregationType
+    type: AggregationType = Field(strict=False)
     group_by: str | None = Field(default=None, description="payload field (dotted) that names the group")
     window_ms: int | None = Field(default=None, gt=0, description="TIME_WINDOW: length of a window")
     buckets: list[int] | None = Field(default=None, description="SIZE_BUCKETS: ascending upper bounds in bytes")
@@ -252,7 +254,7 @@ class Aggregation(Spec):
     kind: Literal["aggregation"] = "aggregation"
     aggregation_name: Identifier
     description: str = ""
-    default: AggregationType = AggregationType.NAMESPACE_GROUPING
+    default: AggregationType = Field(default=AggregationType.NAMESPACE_GROUPING, strict=False)
     strategies: list[AggregationStrategy] = Field(min_length=1)
     batch_size: int = Field(default=100, ge=1)
     flush_interval_ms: int = Field(default=1_000, gt=0)

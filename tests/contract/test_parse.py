@@ -170,10 +170,17 @@ def test_name_patterns_say_what_was_expected(parse: Parse, line: str, where: str
     assert finding.endswith(f"error S003 {where}: {value} is not a valid name; expected {meaning}")
 
 
+def test_yaml_words_are_not_coerced(parse: Parse) -> None:
+    # The loader keeps yes/no/on/off as strings; the models must not turn them back into booleans.
+    assert errors(parse, "kind: retry\ndead_letter: yes\nmax_attempts: '3'\n") == [
+        "doc.yaml:2:1: error S003 dead_letter: Input should be a valid boolean; got 'yes'",
+        "doc.yaml:3:1: error S003 max_attempts: Input should be a valid integer; got '3'",
+    ]
+
+
 def test_wrong_type_and_bounds(parse: Parse) -> None:
     assert errors(parse, "kind: retry\nmax_attempts: abc\nbackoff: {initial_ms: -1, jitter: 2}\n") == [
-        "doc.yaml:2:1: error S003 max_attempts: Input should be a valid integer, unable to parse string as an "
-        "integer; got 'abc'",
+        "doc.yaml:2:1: error S003 max_attempts: Input should be a valid integer; got 'abc'",
         "doc.yaml:3:11: error S003 backoff.initial_ms: Input should be greater than or equal to 0; got -1",
         "doc.yaml:3:27: error S003 backoff.jitter: Input should be less than or equal to 1; got 2",
     ]
