@@ -34,6 +34,15 @@ from framework.runtime.metrics import Metrics
 
 log = logging.getLogger("onex.host")
 
+INTROSPECTION = "node-introspection"
+HEARTBEAT = "node-heartbeat"
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
 
 @dataclass
 class Endpoints:
@@ -131,6 +140,7 @@ class Host(Resource):
         await self._serve_http(stack)
         for node in self.nodes:
             await self._subscribe(node)
+        await self._announce(stack)
         self._write_endpoints()
         self.ready = True
         log.info("host ready", extra={"endpoints": self.endpoints.as_dict()})
@@ -149,6 +159,33 @@ class Host(Resource):
                 extra={"in_flight": self._in_flight, "timeout_s": self.settings.drain_timeout_s},
             )
         await self._stack.aclose()
+
+    async def _announce(self, stack: contextlib.AsyncExitStack) -> None:
+        """Nodes that declare node-introspection announce themselves once started; nodes that declare
+        node-heartbeat send one every ``heartbeat_interval_s`` until the host stops."""
+        for node in self.nodes:
+            if INTROSPECTION in node.contract.publishes:
+                await node.publish(INTROSPECTION, node.introspection())
+        beating = [n for n in self.nodes if HEARTBEAT in n.contract.publishes]
+        if beating:
+            task = asyncio.create_task(self._heartbeats(beating), name="onex-heartbeats")
+            stack.push_async_callback(_cancel, task)
+
+    async def _heartbeats(self, nodes: list[Node]) -> None:
+        while True:
+            for node in nodes:
+                try:
+                    await node.publish(
+                        HEARTBEAT,
+                        {
+                            "node_id": node.node_id,
+                            "health_status": "healthy" if self.ready else "degraded",
+                            "uptime_s": round(time.monotonic() - self._started_at, 3),
+                        },
+                    )
+                except Exception:
+                    log.warning("heartbeat not sent", exc_info=True, extra={"node": node.name})
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
 
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)

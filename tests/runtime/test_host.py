@@ -210,3 +210,24 @@ async def test_sigterm_on_a_busy_host_loses_nothing_and_handles_nothing_twice(
     doc_ids = [m.envelope.payload["doc_id"] for m in results.messages]
     assert sorted(set(doc_ids)) == sorted(f"doc-{i}" for i in range(total))  # nothing lost
     assert len(doc_ids) == total  # nothing handled twice
+
+
+async def test_nodes_announce_themselves_and_send_heartbeats(tmp_path: Path) -> None:
+    settings = Settings(service_port=0, data_dir=tmp_path, bus="memory", heartbeat_interval_s=0.02)
+    seen: dict[str, Collector] = {"node-introspection": Collector(), "node-heartbeat": Collector()}
+    host = Host([load_contract(Path(__file__).parent / "beacon" / "beacon.yaml")], settings)
+    await host.start()
+    try:
+        assert host.bus is not None
+        for event, collector in seen.items():
+            await host.bus.subscribe([f"dev.omninode_bridge.onex.evt.{event}.v1"], group="check", handler=collector)
+        [intro] = await seen["node-introspection"].wait_for(1)
+        beats = await seen["node-heartbeat"].wait_for(2)
+    finally:
+        await host.stop()
+    node_id = host.nodes[0].node_id
+    assert intro.envelope.payload["node_id"] == node_id
+    assert intro.envelope.payload["node_type"] == "EFFECT" and intro.envelope.payload["node_version"] == "2.1.0"
+    assert intro.envelope.payload["capabilities"]["effects"] == ["hash"]
+    assert {b.envelope.payload["node_id"] for b in beats} == {node_id}
+    assert beats[0].envelope.payload["health_status"] == "healthy"
