@@ -32,14 +32,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from framework.adapters.embedded_kafka import create_topics
-from framework.adapters.memory_bus import (
+from framework.adapters.delivery import (
     DEFAULT_POLICY,
     Delivery,
     check_subscription,
     check_topic_name,
     encode_headers,
 )
+from framework.adapters.embedded_kafka import create_topics
 from framework.adapters.processed_events import MemoryProcessedEvents
 from framework.errors import PortError, RetriablePortError, UsageError
 from framework.events.envelope import OnexEnvelopeV1

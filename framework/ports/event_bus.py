@@ -7,7 +7,8 @@ Delivery rules every implementation keeps:
 - an offset is committed only after the handler succeeded, or after the message went to the dead-letter topic;
 - a failing handler is retried per :class:`DeliveryPolicy` (the partition waits, so order per key holds); after the
   last attempt the original message goes to the dead-letter topic with headers saying what failed;
-- a message that cannot be decoded (poison) goes to the dead-letter topic at once;
+- a message that cannot be decoded, or whose handler raises ``PoisonMessage`` (e.g. an invalid payload), goes to
+  the dead-letter topic at once;
 - an event id that the group already processed is skipped (:class:`ProcessedEvents`);
 - ``Subscription.stop()`` drains: the handler in flight finishes and its offset is committed.
 """

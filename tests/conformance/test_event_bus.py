@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.adapters.memory_bus import MemoryBroker, MemoryEventBus
+from framework.errors import PayloadInvalid
 from framework.events.cloudevents import binary_headers, decode_message
 from framework.events.envelope import OnexEnvelopeV1
 from framework.events.topics import TopicClass, TopicName
@@ -483,6 +484,34 @@ async def test_poison_message_goes_to_the_dead_letter_topic_and_consumption_cont
     assert letter.header(DLT_ERROR_TYPE) == b"framework.events.envelope.EnvelopeError"
     assert letter.header(DLT_TOPIC) == topic.encode()
     assert letter.header(DLT_ERROR)
+
+
+async def test_a_handler_raising_poison_is_dead_lettered_without_retry(
+    bus: EventBus, unique_topic: Callable[..., str]
+) -> None:
+    topic = unique_topic()
+    await bus.ensure_topics([topic], partitions=3)
+    attempts: list[int] = []
+    later = Collector()
+
+    async def handler(message: Message) -> None:
+        if message.envelope.payload.get("bad"):
+            attempts.append(message.attempt)
+            raise PayloadInvalid("payload of test does not match Thing: n: 'x' is not of type 'integer'")
+        await later(message)
+
+    policy = DeliveryPolicy(max_attempts=5, initial_backoff_s=0.01, jitter=0.0)
+    await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy)
+    bad = make_envelope(0, key="k", bad=True)
+    await bus.publish(topic, bad)
+    await bus.publish(topic, make_envelope(1, key="k"))
+
+    await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the poison")
+    assert attempts == [1]
+    [letter] = await read_raw(bus, dead_letter_topic(topic), 1)
+    assert decode_message(letter.value, letter.headers) == bad
+    assert letter.header(DLT_ATTEMPTS) == b"1"
+    assert letter.header(DLT_ERROR_TYPE) == b"framework.errors.PayloadInvalid"
 
 
 async def test_an_event_is_handled_once_per_group(bus: EventBus, unique_topic: Callable[..., str]) -> None:
