@@ -36,6 +36,26 @@ class RetriablePortError(PortError):
     retriable = True
 
 
+class CircuitOpenError(RetriablePortError):
+    """A circuit breaker is open: the dependency failed repeatedly, so calls fail fast without trying it until
+    ``retry_after_s`` has passed (then one probe call is let through)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueryError(PortError):
+    """The database refused a statement (a constraint, a type, the SQL itself): retrying the same call cannot help.
+    ``sqlstate`` is PostgreSQL's error code (e.g. ``23505`` for a unique violation) and ``constraint`` the constraint
+    involved, when there is one."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, constraint: str | None = None) -> None:
+        super().__init__(message, retriable=False)
+        self.sqlstate = sqlstate
+        self.constraint = constraint
+
+
 class UsageError(OnexError):
     """A command or API was called with arguments it does not accept."""
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 
 from framework.adapters.memory_fsm_store import MemoryFSMStore
+from framework.adapters.postgres_fsm_store import PostgresFSMStore
 from framework.errors import TransitionConflict, TransitionError
 from framework.ports.fsm_store import FSMStore, TransitionRecord
+from tests.adapters.test_postgres_store import open_store
 
 
 @pytest.fixture
@@ -25,7 +28,14 @@ def memory_fsm_store() -> FSMStore:
     return MemoryFSMStore()
 
 
-STORES: list[Any] = ["memory_fsm_store"]
+@pytest.fixture(scope="module")
+async def postgres_fsm_store(postgres_dsn: str) -> AsyncIterator[FSMStore]:
+    """One migrated database for the module (tests use machine names of their own), dropped afterwards."""
+    async with open_store(postgres_dsn) as store:
+        yield PostgresFSMStore(store)
+
+
+STORES: list[Any] = ["memory_fsm_store", pytest.param("postgres_fsm_store", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=STORES)

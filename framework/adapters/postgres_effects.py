@@ -1,0 +1,384 @@
+"""``PostgresEffects``: the ``postgres`` effects of a contract (table, operation, key, columns), bound to a store.
+
+``effects.bind(spec)`` returns a :class:`PostgresEffectCall`, the function a handler calls:
+
+============  =============================================  ===========================================
+operation     call                                           returns
+============  =============================================  ===========================================
+``insert``    ``await save(row)`` / ``await save.many(rows)``  the stored row (``RETURNING *``) / row count
+``upsert``    ``await save(row)`` / ``await save.many(rows)``  the stored row / row count
+``select``    ``await find(**key)``                           ``list[dict]``: declared columns and key
+``update``    ``await touch(values, **key)``                  number of rows updated
+``delete``    ``await drop(**key)``                           number of rows deleted
+============  =============================================  ===========================================
+
+Decisions:
+
+- SQL text is built from the spec, never from call data: identifiers are quoted, every value is a parameter. The
+  statement is built once per shape and reused (so asyncpg's per-connection prepared-statement cache hits): at bind
+  time for the shapes the spec fixes (select, delete, and insert/upsert/update of every declared column); a row
+  that writes only some columns (leaving the rest to their database defaults) gets its own statement, built on its
+  first use and cached on the bound effect.
+- ``bind`` is synchronous (the catalog binds effects while building a node) and the table's columns are read from
+  ``information_schema`` lazily, once per table per ``PostgresEffects``, on the first call of any effect on it; the
+  host may call :meth:`PostgresEffects.verify` at start to read them, and surface spec/table mismatches, before the
+  first event arrives.
+- Rows and keys are checked against the allowed columns — the declared ``columns`` (plus the key), or every
+  writable column of the table when none are declared — before any SQL runs; an unknown column is refused with a
+  :class:`~framework.errors.NodeRuleError` naming the allowed ones. Key-based operations need every key column, so
+  an update or delete can never hit the whole table by omission.
+- Each call joins the transaction open in the caller's context (a handler's), else runs in a transaction of its own;
+  ``many`` is one ``executemany`` (pipelined, one round trip per batch).
+- JSON/JSONB columns take Python values (the store's codecs encode them); a ``str`` is stored as a JSON string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from framework.errors import NodeRuleError, PortError, UsageError
+from framework.ports.store import Store, Transaction, current_transaction
+
+__all__ = ["PostgresEffectCall", "PostgresEffectSpec", "PostgresEffects", "TableInfo", "quote_ident"]
+
+T = TypeVar("T")
+
+_OPERATIONS = ("insert", "upsert", "select", "update", "delete")
+#: Distinct partial-row shapes cached per bound effect; more means rows of arbitrary shapes, not a steady stream.
+_MAX_SHAPES = 64
+
+_COLUMNS_SQL = """
+SELECT column_name, is_generated, identity_generation
+FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1
+ORDER BY ordinal_position
+"""
+_UNIQUE_KEYS_SQL = """
+SELECT array_agg(a.attname::text ORDER BY a.attname) AS columns
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident($1))
+  AND i.indisunique AND i.indpred IS NULL
+GROUP BY i.indexrelid
+"""
+
+
+class PostgresEffectSpec(Protocol):
+    """What a postgres effect declares (``framework.contract.spec.PostgresEffect`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+    @property
+    def key(self) -> Sequence[str]: ...
+    @property
+    def columns(self) -> Sequence[str]: ...
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A table's columns in order, those that may be written, and its unique keys (as column sets)."""
+
+    table: str
+    columns: tuple[str, ...]
+    writable: tuple[str, ...]
+    unique_keys: tuple[frozenset[str], ...]
+
+
+class PostgresEffects:
+    """Binds postgres effect specs to ``store``; caches table information per table name."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._tables: dict[str, TableInfo] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def bind(self, spec: PostgresEffectSpec) -> PostgresEffectCall:
+        """The callable for ``spec``; its SQL is built now where the spec fixes it (see the module doc)."""
+        return PostgresEffectCall(self, spec)
+
+    __call__ = bind
+
+    async def verify(self, *effects: PostgresEffectCall) -> None:
+        """Read the tables of ``effects`` now and check each spec against its table (raises :class:`PortError`)."""
+        for effect in effects:
+            await effect.prepare()
+
+    async def table_info(self, table: str) -> TableInfo:
+        """The columns of ``table`` in the current schema, read once and cached."""
+        info = self._tables.get(table)
+        if info is not None:
+            return info
+        lock = self._locks.setdefault(table, asyncio.Lock())
+        async with lock:
+            info = self._tables.get(table)
+            if info is None:
+                info = await self.run(lambda tx: _read_table(tx, table))
+                self._tables[table] = info
+        return info
+
+    async def run(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``work`` in the caller's transaction, or in a new one."""
+        tx = current_transaction(self._store)
+        if tx is not None:
+            return await work(tx)
+        async with self._store.transaction() as own:
+            return await work(own)
+
+
+async def _read_table(tx: Transaction, table: str) -> TableInfo:
+    rows = await tx.fetch(_COLUMNS_SQL, table)
+    if not rows:
+        schema = await tx.fetchval("SELECT current_schema()")
+        raise PortError(
+            f"table {table!r} does not exist in schema {schema!r} (or this role may not see its columns); "
+            "run `onex migrate up`, or fix the table named in the contract"
+        )
+    columns = tuple(row["column_name"] for row in rows)
+    writable = tuple(
+        row["column_name"] for row in rows if row["is_generated"] != "ALWAYS" and row["identity_generation"] != "ALWAYS"
+    )
+    keys = tuple(frozenset(row["columns"]) for row in await tx.fetch(_UNIQUE_KEYS_SQL, table))
+    return TableInfo(table, columns, writable, keys)
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(names) or "(none)"
+
+
+class PostgresEffectCall:
+    """One bound postgres effect; call it (see the module doc for each operation's arguments)."""
+
+    def __init__(self, effects: PostgresEffects, spec: PostgresEffectSpec) -> None:
+        operation = spec.operation
+        if operation not in _OPERATIONS:
+            raise UsageError(
+                f"effect '{spec.name}': operation must be one of {', '.join(_OPERATIONS)}, got {operation!r}"
+            )
+        key, columns = tuple(spec.key), tuple(spec.columns)
+        if operation != "insert" and not key:
+            raise UsageError(
+                f"effect '{spec.name}': operation {operation} needs key columns (which rows it works on); the "
+                "contract declares none"
+            )
+        for label, names in (("key", key), ("columns", columns)):
+            if len(set(names)) != len(names):
+                raise UsageError(f"effect '{spec.name}': {label} lists a column twice: {_names(names)}")
+        self._effects = effects
+        self.name = spec.name
+        self.table = spec.table
+        self.operation = operation
+        self.key = key
+        self.columns = columns
+        self._qtable = quote_ident(spec.table)
+        self._info: TableInfo | None = None
+        # Declared columns, then key columns not among them: the order of every statement's column list.
+        self._write_order = (*columns, *(k for k in key if k not in columns)) if columns else ()
+        self._shapes: dict[tuple[str, ...], str] = {}
+        self._fixed_sql = ""
+        if operation == "select":
+            shown = ", ".join(quote_ident(c) for c in self._write_order) if columns else "*"
+            self._fixed_sql = f"SELECT {shown} FROM {self._qtable} WHERE {self._where(key, 1)}"
+        elif operation == "delete":
+            self._fixed_sql = f"DELETE FROM {self._qtable} WHERE {self._where(key, 1)}"
+        elif columns:
+            if operation == "update":
+                values = tuple(c for c in self._write_order if c not in key)
+                if values:
+                    self._shapes[values] = self._build(values)
+            else:
+                self._shapes[self._write_order] = self._build(self._write_order)
+
+    def __repr__(self) -> str:
+        return f"<postgres effect {self.name!r}: {self.operation} {self.table}>"
+
+    async def prepare(self) -> TableInfo:
+        """Read the table (once) and check the spec against it; called by the first use."""
+        if self._info is not None:
+            return self._info
+        info = await self._effects.table_info(self.table)
+        problems: list[str] = []
+        missing = [c for c in (*self.key, *self.columns) if c not in info.columns]
+        if missing:
+            problems.append(f"no column(s) {_names(dict.fromkeys(missing))} (it has {_names(info.columns)})")
+        if self.operation in ("insert", "upsert", "update"):
+            generated = [c for c in self.columns if c in info.columns and c not in info.writable]
+            if generated:
+                problems.append(f"column(s) {_names(generated)} are generated and cannot be written")
+        if self.operation == "upsert" and frozenset(self.key) not in info.unique_keys:
+            problems.append(
+                f"no unique constraint on exactly ({_names(self.key)}), which ON CONFLICT needs; unique keys: "
+                + _names("(" + _names(sorted(k)) + ")" for k in info.unique_keys)
+            )
+        if problems:
+            raise PortError(
+                f"effect '{self.name}' ({self.operation} on table {self.table!r}) does not match the database: "
+                + "; ".join(problems)
+                + ". Migrate the database or fix the contract."
+            )
+        self._info = info
+        return info
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        info = await self.prepare()
+        if self.operation in ("insert", "upsert"):
+            if len(args) != 1 or kwargs:
+                raise UsageError(f"effect '{self.name}' ({self.operation}) takes one row (a dict): {self.name}(row)")
+            shape, values = self._row(info, args[0])
+            sql = self._statement(shape)
+            return await self._effects.run(lambda tx: tx.fetchrow(sql, *values))
+        if self.operation == "update":
+            if len(args) != 1:
+                raise UsageError(
+                    f"effect '{self.name}' (update) takes the new values and the key: {self.name}(values, "
+                    + ", ".join(f"{k}=..." for k in self.key)
+                    + ")"
+                )
+            shape, values = self._update_values(info, args[0])
+            key_values = self._key(kwargs)
+            sql = self._statement(shape)
+            status = await self._effects.run(lambda tx: tx.execute(sql, *values, *key_values))
+            return _count(status)
+        if args:
+            raise UsageError(
+                f"effect '{self.name}' ({self.operation}) takes the key as keywords: {self.name}("
+                + ", ".join(f"{k}=..." for k in self.key)
+                + ")"
+            )
+        key_values = self._key(kwargs)
+        sql = self._fixed_sql
+        if self.operation == "select":
+            return await self._effects.run(lambda tx: tx.fetch(sql, *key_values))
+        return _count(await self._effects.run(lambda tx: tx.execute(sql, *key_values)))
+
+    async def many(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or upsert ``rows`` (all with the same columns) in one ``executemany``; return how many."""
+        if self.operation not in ("insert", "upsert"):
+            raise UsageError(f"effect '{self.name}' is a {self.operation}; many() is for insert and upsert effects")
+        info = await self.prepare()
+        batch: list[tuple[Any, ...]] = []
+        shape: tuple[str, ...] | None = None
+        for index, row in enumerate(rows):
+            row_shape, values = self._row(info, row)
+            if shape is None:
+                shape = row_shape
+            elif row_shape != shape:
+                raise UsageError(
+                    f"effect '{self.name}'.many(): every row must have the same columns; row 0 has "
+                    f"{_names(shape)}, row {index} has {_names(row_shape)}"
+                )
+            batch.append(values)
+        if shape is None:
+            return 0
+        sql = self._statement(shape, returning=False)
+        await self._effects.run(lambda tx: tx.executemany(sql, batch))
+        return len(batch)
+
+    # --- checking calls -----------------------------------------------------------------------------------------
+
+    def _allowed_writes(self, info: TableInfo) -> tuple[str, ...]:
+        return self._write_order if self.columns else info.writable
+
+    def _row(self, info: TableInfo, row: object) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        if not isinstance(row, Mapping):
+            raise UsageError(f"effect '{self.name}' ({self.operation}) takes a row as a dict, got {type(row).__name__}")
+        allowed = self._allowed_writes(info)
+        self._refuse_unknown(row, allowed, "row")
+        if not row:
+            raise UsageError(f"effect '{self.name}' ({self.operation}) got an empty row; allowed: {_names(allowed)}")
+        if self.operation == "upsert":
+            missing = [k for k in self.key if k not in row]
+            if missing:
+                raise NodeRuleError(
+                    f"effect '{self.name}' (upsert into {self.table}) needs the key column(s) {_names(missing)} in "
+                    f"every row (the conflict target is {_names(self.key)})"
+                )
+        shape = tuple(c for c in allowed if c in row)
+        return shape, tuple(row[c] for c in shape)
+
+    def _update_values(self, info: TableInfo, values: object) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        if not isinstance(values, Mapping):
+            raise UsageError(
+                f"effect '{self.name}' (update) takes the new values as a dict, got {type(values).__name__}"
+            )
+        allowed = tuple(c for c in self._allowed_writes(info) if c not in self.key)
+        self._refuse_unknown(values, allowed, "update values")
+        if not values:
+            raise UsageError(f"effect '{self.name}' (update) got no values to set; allowed: {_names(allowed)}")
+        shape = tuple(c for c in allowed if c in values)
+        return shape, tuple(values[c] for c in shape)
+
+    def _refuse_unknown(self, given: Mapping[Any, Any], allowed: Sequence[str], what: str) -> None:
+        unknown = [c for c in given if c not in allowed]
+        if unknown:
+            source = "the contract declares" if self.columns else f"table {self.table} has, writable"
+            raise NodeRuleError(
+                f"effect '{self.name}' ({self.operation} on {self.table}) got unknown column(s) in its {what}: "
+                f"{_names(repr(c) for c in unknown)}; allowed ({source}): {_names(allowed)}"
+            )
+
+    def _key(self, given: Mapping[str, Any]) -> tuple[Any, ...]:
+        unknown = [k for k in given if k not in self.key]
+        missing = [k for k in self.key if k not in given]
+        if unknown or missing:
+            parts = []
+            if missing:
+                parts.append(f"missing {_names(missing)}")
+            if unknown:
+                parts.append(f"unknown {_names(repr(k) for k in unknown)}")
+            raise NodeRuleError(
+                f"effect '{self.name}' ({self.operation} on {self.table}) takes exactly its key columns as keywords "
+                f"({_names(self.key)}): {'; '.join(parts)}"
+            )
+        return tuple(given[k] for k in self.key)
+
+    # --- building SQL -------------------------------------------------------------------------------------------
+
+    def _statement(self, shape: tuple[str, ...], *, returning: bool = True) -> str:
+        cache_key = shape if returning else (*shape, "\x00many")
+        sql = self._shapes.get(cache_key)
+        if sql is None:
+            sql = self._build(shape, returning=returning)
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+            self._shapes[cache_key] = sql
+        return sql
+
+    def _build(self, shape: tuple[str, ...], *, returning: bool = True) -> str:
+        names = ", ".join(quote_ident(c) for c in shape)
+        if self.operation == "update":
+            sets = ", ".join(f"{quote_ident(c)} = ${i}" for i, c in enumerate(shape, 1))
+            return f"UPDATE {self._qtable} SET {sets} WHERE {self._where(self.key, len(shape) + 1)}"
+        params = ", ".join(f"${i}" for i in range(1, len(shape) + 1))
+        sql = f"INSERT INTO {self._qtable} ({names}) VALUES ({params})"
+        if self.operation == "upsert":
+            target = ", ".join(quote_ident(k) for k in self.key)
+            updates = [c for c in shape if c not in self.key]
+            # A row of key columns only still "updates" (to itself), so RETURNING yields the stored row either way.
+            sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in updates or self.key[:1])
+            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+        return sql + (" RETURNING *" if returning else "")
+
+    @staticmethod
+    def _where(key: Sequence[str], first: int) -> str:
+        return " AND ".join(f"{quote_ident(k)} = ${i}" for i, k in enumerate(key, first))
+
+
+def _count(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -1,0 +1,503 @@
+"""PostgresStore on real PostgreSQL: pool, errors, the pool warning, reconnection, the circuit breaker (unit tests
+with a fake clock, and a server restarted under load), stats and migrate. The port-level behaviour (commit,
+rollback, savepoints, claim_event, enqueue) is in tests/conformance/test_store.py.
+
+Each test gets its own database ``test_<uuid>``, migrated with the Migrator and dropped afterwards; the helpers
+here are shared with the other store tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from framework.adapters.circuit_breaker import CircuitBreaker, CircuitState
+from framework.adapters.embedded_kafka import free_loopback_port
+from framework.adapters.embedded_postgres import EmbeddedPostgres
+from framework.adapters.migrator import Migrator
+from framework.adapters.postgres_store import PostgresStore, is_connection_failure
+from framework.errors import CircuitOpenError, QueryError, RetriablePortError, UsageError
+
+#: Bound for anything a test waits for.
+WAIT_S = 30.0
+
+
+# --- helpers shared by the store tests ------------------------------------------------------------------------------
+
+
+def dsn_for(server_dsn: str, database: str) -> str:
+    return urlsplit(server_dsn)._replace(path=f"/{database}").geturl()
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(server_dsn: str, *, migrate: bool = True) -> AsyncIterator[str]:
+    """A new database ``test_<uuid>`` on the server of ``server_dsn`` (migrated unless told not to), dropped after."""
+    name = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = dsn_for(server_dsn, name)
+    try:
+        if migrate:
+            connection = await asyncpg.connect(dsn)
+            try:
+                await Migrator(connection).up()
+            finally:
+                await connection.close()
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def open_store(server_dsn: str, **settings: Any) -> AsyncIterator[PostgresStore]:
+    """A started store on a fresh migrated database; small pool unless ``settings`` say otherwise."""
+    settings = {"min_size": 1, "max_size": 10, **settings}
+    async with migrated_database(server_dsn) as dsn, PostgresStore(dsn, **settings) as store:
+        yield store
+
+
+async def wait_for(condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = WAIT_S) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
+    async with open_store(postgres_dsn) as opened:
+        yield opened
+
+
+# --- the circuit breaker, with a clock the test moves -----------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_breaker(clock: FakeClock, threshold: int = 3, reset: float = 5.0) -> CircuitBreaker:
+    return CircuitBreaker(
+        "db", failure_threshold=threshold, reset_timeout_s=reset, clock=clock, wall_clock=lambda: 1_700_000_000.0
+    )
+
+
+def state_of(breaker: CircuitBreaker) -> CircuitState:
+    return breaker.state  # read through a call: mypy would otherwise keep the state narrowed by an earlier assert
+
+
+def test_breaker_opens_after_threshold_consecutive_failures_and_fails_fast() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock)
+    for _ in range(2):
+        assert breaker.allow() is False
+        breaker.record_failure(ConnectionRefusedError("refused"))
+    assert breaker.state is CircuitState.CLOSED
+    breaker.allow()
+    breaker.record_failure(ConnectionRefusedError("refused"))
+    assert state_of(breaker) is CircuitState.OPEN
+
+    clock.now += 1.0
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.allow()
+    message = str(info.value)
+    assert "circuit 'db' is open after 3 consecutive connection failures" in message
+    assert "ConnectionRefusedError: refused" in message
+    # until when: the wall-clock time the reset timeout ends (fake wall clock + 4 s), and the seconds left
+    assert "until 2023-11-14T22:13:24.000Z (in 4.00 s)" in message
+    assert info.value.retriable and info.value.retry_after_s == pytest.approx(4.0)
+    stats = breaker.stats()
+    assert stats["state"] == "open" and stats["rejected_total"] == 1 and stats["opened_total"] == 1
+
+
+def test_breaker_success_resets_the_count_of_consecutive_failures() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock)
+    for _ in range(5):
+        breaker.record_failure("boom")
+        breaker.record_failure("boom")
+        breaker.record_success()
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats()["consecutive_failures"] == 0
+
+
+def test_breaker_half_open_lets_one_probe_through_and_closes_on_its_success() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, threshold=1)
+    breaker.record_failure("down")
+    clock.now += 5.0
+    assert breaker.allow() is True  # the probe
+    assert breaker.state is CircuitState.HALF_OPEN
+    with pytest.raises(CircuitOpenError, match="half-open"):
+        breaker.allow()  # a second caller while the probe is in flight
+    breaker.record_success()
+    assert state_of(breaker) is CircuitState.CLOSED
+    assert breaker.allow() is False
+
+
+def test_breaker_a_failed_probe_opens_it_again_for_a_full_reset_timeout() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, threshold=2, reset=5.0)
+    breaker.record_failure("down")
+    breaker.record_failure("down")
+    clock.now += 5.0
+    assert breaker.allow() is True
+    clock.now += 1.0
+    breaker.record_failure("still down")
+    assert breaker.state is CircuitState.OPEN
+    clock.now += 4.9
+    with pytest.raises(CircuitOpenError, match=r"in 0\.10 s"):
+        breaker.allow()
+    clock.now += 0.1
+    assert breaker.allow() is True
+    assert breaker.stats()["opened_total"] == 2
+
+
+def test_breaker_a_probe_without_verdict_frees_the_slot_and_a_silent_one_is_replaced() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("db", failure_threshold=1, reset_timeout_s=1.0, probe_timeout_s=10.0, clock=clock)
+    breaker.record_failure("down")
+    clock.now += 1.0
+    assert breaker.allow() is True
+    breaker.release_probe()
+    assert breaker.allow() is True  # the next caller probes
+    with pytest.raises(CircuitOpenError):
+        breaker.allow()
+    clock.now += 10.0
+    assert breaker.allow() is True  # the silent probe is given up on
+
+
+def test_breaker_stale_failures_while_open_do_not_push_the_probe_back() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, threshold=1, reset=5.0)
+    breaker.record_failure("down")
+    clock.now += 4.0
+    breaker.record_failure("a call started before the circuit opened")
+    clock.now += 1.0
+    assert breaker.allow() is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"failure_threshold": 0}, "failure_threshold must be an integer >= 1, got 0"),
+        ({"reset_timeout_s": 0}, "reset_timeout_s must be > 0 seconds, got 0"),
+        ({"probe_timeout_s": -1.0}, "probe_timeout_s must be > 0 seconds or None, got -1.0"),
+    ],
+)
+def test_breaker_refuses_bad_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        CircuitBreaker("db", **kwargs)
+
+
+# --- statements, errors ----------------------------------------------------------------------------------------
+
+
+async def test_fetch_variants_return_plain_values_and_jsonb_round_trips(store: PostgresStore) -> None:
+    document = {"nested": {"list": [1, 2.5, "ü", None, True]}, "empty": {}}
+    async with store.transaction() as tx:
+        await tx.execute("CREATE TABLE docs (id int PRIMARY KEY, body jsonb NOT NULL)")
+        await tx.execute("INSERT INTO docs VALUES ($1, $2)", 1, document)
+        assert await tx.fetch("SELECT id, body FROM docs") == [{"id": 1, "body": document}]
+        assert await tx.fetchrow("SELECT body FROM docs WHERE id = $1", 1) == {"body": document}
+        assert await tx.fetchrow("SELECT body FROM docs WHERE id = $1", 2) is None
+        assert await tx.fetchval("SELECT body -> 'nested' -> 'list' -> 1 FROM docs") == 2.5
+
+
+async def test_bulk_paths_write_every_row(store: PostgresStore) -> None:
+    async with store.transaction() as tx:
+        await tx.execute("CREATE TABLE bulk (id int PRIMARY KEY, note text)")
+        await tx.executemany("INSERT INTO bulk VALUES ($1, $2)", [(n, f"many {n}") for n in range(1000)])
+        copied = await tx.copy_records("bulk", [(n, f"copy {n}") for n in range(1000, 3000)], ["id", "note"])
+    assert copied == 2000
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM bulk") == 3000
+        assert await tx.fetchval("SELECT note FROM bulk WHERE id = 2999") == "copy 2999"
+
+
+async def test_a_refused_statement_is_a_query_error_with_its_sqlstate_and_constraint(store: PostgresStore) -> None:
+    event_id = uuid.uuid4()
+    insert = "INSERT INTO processed_events (consumer_group, event_id) VALUES ('g', $1)"
+    async with store.transaction() as tx:
+        await tx.execute(insert, event_id)
+    with pytest.raises(QueryError) as info:
+        async with store.transaction() as tx:
+            await tx.execute(insert, event_id)
+    assert info.value.sqlstate == "23505"
+    assert info.value.constraint == "processed_events_pkey"
+    assert not info.value.retriable
+    assert "duplicate key" in str(info.value)
+    assert store.stats()["query_errors"] == 1
+
+
+async def test_a_block_that_swallows_a_failed_statement_is_rolled_back_with_a_query_error(
+    store: PostgresStore,
+) -> None:
+    with pytest.raises(QueryError, match="the statement 'SELECT 1/0' failed inside it"):
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO outbox (topic, value) VALUES ('kept?', '\\x00')")
+            with contextlib.suppress(QueryError):
+                await tx.execute("SELECT 1/0")
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_transaction_cannot_be_used_after_it_ended(store: PostgresStore) -> None:
+    async with store.transaction() as tx:
+        pass
+    with pytest.raises(UsageError, match="the transaction has already ended"):
+        await tx.execute("SELECT 1")
+
+
+async def test_a_stopped_store_refuses_transactions_with_a_usage_error(postgres_dsn: str) -> None:
+    async with migrated_database(postgres_dsn) as dsn:
+        store = PostgresStore(dsn, min_size=1, max_size=2)
+        with pytest.raises(UsageError, match=r"cannot open a transaction: PostgreSQL store .* is new"):
+            async with store.transaction():
+                pass
+        await store.start()
+        await store.stop()
+        await store.stop()
+        with pytest.raises(UsageError, match="is stopped"):
+            async with store.transaction():
+                pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_size": 5, "max_size": 2}, "0 <= min_size <= max_size, got 5..2"),
+        ({"acquire_timeout_s": 0}, "acquire_timeout_s must be > 0 seconds"),
+        ({"pool_warning_ratio": 1.5}, r"pool_warning_ratio must be in \(0, 1\]"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        PostgresStore("postgresql://u@127.0.0.1:5432/db", **kwargs)
+
+
+def test_a_dsn_that_is_not_a_postgres_uri_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(UsageError) as info:
+        PostgresStore("mysql://user:secret@127.0.0.1/db")
+    assert "secret" not in str(info.value)
+
+
+# --- the pool ---------------------------------------------------------------------------------------------------
+
+
+async def test_the_pool_warns_when_over_90_percent_used_at_most_once_per_interval(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="framework.adapters.postgres_store")
+    async with open_store(postgres_dsn, min_size=0, max_size=2, pool_warning_interval_s=3600) as small:
+        async with hold_connections(small, 1):
+            assert not _pool_warnings(caplog)  # 1 of 2 is 50%
+        async with hold_connections(small, 2):
+            assert small.stats()["pool"] == {"size": 2, "used": 2, "idle": 0, "free": 0, "min": 0, "max": 2}
+        (record,) = _pool_warnings(caplog)
+        assert record.levelno == logging.WARNING
+        assert record.getMessage() == "postgres pool over 90% used: 2 of 2 connections in use"
+        assert record.__dict__["pool_used"] == 2 and record.__dict__["pool_max"] == 2
+        # Rate-limited: the same pressure again within the interval logs nothing more.
+        async with hold_connections(small, 2):
+            pass
+        assert len(_pool_warnings(caplog)) == 1
+        assert small.stats()["pool_warnings"] == 1
+
+
+@contextlib.asynccontextmanager
+async def hold_connections(store: PostgresStore, count: int) -> AsyncIterator[None]:
+    """``count`` transactions held open at once, each in a task of its own (in one task they would nest)."""
+    opened = asyncio.Semaphore(0)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with store.transaction() as tx:
+            await tx.execute("SELECT 1")
+            opened.release()
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold()) for _ in range(count)]
+    try:
+        for _ in range(count):
+            await asyncio.wait_for(opened.acquire(), WAIT_S)
+        yield
+    finally:
+        release.set()
+        await asyncio.gather(*tasks)
+
+
+def _pool_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("postgres pool over")]
+
+
+async def test_an_exhausted_pool_is_a_retriable_error_naming_the_pool_size(postgres_dsn: str) -> None:
+    async with (
+        open_store(postgres_dsn, min_size=1, max_size=1, acquire_timeout_s=0.2) as tiny,
+        hold_connections(tiny, 1),
+    ):
+        with pytest.raises(RetriablePortError, match="all 1 are in use; raise max_size"):
+            async with tiny.transaction():
+                pass
+        assert tiny.stats()["acquire_timeouts"] == 1
+        assert tiny.breaker.state is CircuitState.CLOSED  # a busy pool is not a dead server
+
+
+async def test_a_connection_killed_inside_a_transaction_is_retriable_and_the_pool_reconnects(
+    store: PostgresStore, postgres_dsn: str
+) -> None:
+    async with store.transaction() as tx:
+        await tx.execute("CREATE TABLE kept (id int)")
+    with pytest.raises(RetriablePortError, match="lost the connection"):
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO kept VALUES (1)")
+            pid = await tx.fetchval("SELECT pg_backend_pid()")
+            admin = await asyncpg.connect(store.dsn)
+            try:
+                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await admin.close()
+            await tx.execute("INSERT INTO kept VALUES (2)")
+    # The broken connection was dropped; the next transaction gets a working one.
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM kept") == 0
+        assert await tx.fetchval("SELECT pg_backend_pid()") != pid
+    stats = store.stats()
+    assert stats["connection_failures"] == 1 and stats["circuit"]["state"] == "closed"
+
+
+async def test_starting_against_a_closed_port_is_a_retriable_error() -> None:
+    port = free_loopback_port()
+    store = PostgresStore(f"postgresql://u:pw@127.0.0.1:{port}/db", min_size=1, max_size=2, connect_timeout_s=2)
+    with pytest.raises(RetriablePortError, match=rf"PostgreSQL at postgresql://u@127.0.0.1:{port}/db is unreachable"):
+        await store.start()
+    await store.stop()
+
+
+def test_connection_failures_are_told_apart_from_statement_errors() -> None:
+    assert is_connection_failure(ConnectionRefusedError())
+    assert is_connection_failure(asyncpg.AdminShutdownError())
+    assert is_connection_failure(asyncpg.CannotConnectNowError())
+    assert is_connection_failure(asyncpg.ConnectionDoesNotExistError())
+    assert is_connection_failure(asyncpg.InterfaceError("cannot perform operation: connection is closed"))
+    assert not is_connection_failure(TimeoutError())
+    assert not is_connection_failure(asyncpg.UniqueViolationError())
+    assert not is_connection_failure(asyncpg.QueryCanceledError())
+    assert not is_connection_failure(asyncpg.InterfaceError("another operation is in progress"))
+
+
+async def test_migrate_applies_the_shipped_migrations_once(postgres_dsn: str) -> None:
+    async with (
+        migrated_database(postgres_dsn, migrate=False) as dsn,
+        PostgresStore(dsn, min_size=1, max_size=2) as fresh,
+    ):
+        applied = await fresh.migrate()
+        assert [m.label for m in applied][:1] == ["001_metadata_stamps"]
+        assert len(applied) >= 12
+        assert await fresh.migrate() == []
+        async with fresh.transaction() as tx:
+            assert await tx.fetchval("SELECT to_regclass('outbox') IS NOT NULL")
+
+
+# --- PostgreSQL restarted under load ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_dir() -> Iterator[Path]:
+    """A data dir outside pytest's 0700 temp tree (as root, the server account must traverse its parents)."""
+    parent = Path(tempfile.mkdtemp(prefix="onex-test-store-"))
+    try:
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.postgres
+async def test_postgres_restarted_under_load_opens_the_circuit_recovers_and_loses_no_acknowledged_write(
+    pg_dir: Path,
+) -> None:
+    servers = [EmbeddedPostgres(pg_dir)]
+    await servers[0].start()
+    port, dsn = servers[0].port, servers[0].dsn
+    store = PostgresStore(dsn, min_size=2, max_size=8, failure_threshold=3, reset_timeout_s=0.2, connect_timeout_s=2.0)
+    acknowledged: list[tuple[int, int]] = []
+    refused: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def writer(number: int) -> None:
+        sequence = 0
+        while not stop.is_set():
+            sequence += 1  # a fresh row every time: a retry after an unknown outcome must not collide
+            try:
+                async with store.transaction() as tx:
+                    await tx.execute("INSERT INTO load_writes (writer, n) VALUES ($1, $2)", number, sequence)
+            except RetriablePortError as exc:
+                refused.append(exc)
+                await asyncio.sleep(0.02)
+            else:
+                acknowledged.append((number, sequence))
+
+    writers: list[asyncio.Task[None]] = []
+    try:
+        await store.start()
+        async with store.transaction() as tx:
+            await tx.execute("CREATE TABLE load_writes (writer int, n int, PRIMARY KEY (writer, n))")
+        writers = [asyncio.create_task(writer(n)) for n in range(4)]
+        await wait_for(lambda: len(acknowledged) >= 100, "writes before the restart")
+
+        await servers[0].stop()
+        await wait_for(lambda: store.breaker.state is CircuitState.OPEN, "the circuit to open")
+        before_restart = len(acknowledged)
+
+        servers.append(EmbeddedPostgres(pg_dir, port=port))
+        await servers[1].start()
+        await wait_for(lambda: len(acknowledged) >= before_restart + 100, "writes after the restart")
+        assert store.breaker.state is CircuitState.CLOSED
+    finally:
+        stop.set()
+        await asyncio.gather(*writers, return_exceptions=True)
+        await store.stop()
+        for server in reversed(servers):
+            await server.stop()
+
+    assert refused, "no write failed while the server was down"
+    circuit = store.stats()["circuit"]
+    assert circuit["opened_total"] >= 1 and circuit["rejected_total"] >= 1
+    async with EmbeddedPostgres(pg_dir) as check:
+        connection = await asyncpg.connect(check.dsn)
+        try:
+            stored = {(r["writer"], r["n"]) for r in await connection.fetch("SELECT writer, n FROM load_writes")}
+        finally:
+            await connection.close()
+    missing = set(acknowledged) - stored
+    assert not missing, f"{len(missing)} acknowledged writes are not in the table, e.g. {sorted(missing)[:5]}"
