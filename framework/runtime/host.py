@@ -20,17 +20,22 @@ from aiohttp import web
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.adapters.memory_bus import MemoryEventBus
 from framework.adapters.memory_fsm_store import MemoryFSMStore
+from framework.adapters.outbox_relay import OutboxRelay
+from framework.adapters.postgres_effects import PostgresEffects
+from framework.adapters.postgres_fsm_store import PostgresFSMStore
+from framework.adapters.postgres_store import PostgresStore
 from framework.adapters.services import open_services, redact_dsn
 from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
 from framework.ports.event_bus import DeliveryPolicy, EventBus, Message, Subscription
+from framework.ports.fsm_store import FSMStore
 from framework.ports.resource import Resource
 from framework.runtime.catalog import bind_effects, node_class
 from framework.runtime.config import Settings
 from framework.runtime.http import respond, unified_errors
 from framework.runtime.kinds.base import Node, NodeRuntime
 from framework.runtime.logs import log_context
-from framework.runtime.metrics import Metrics
+from framework.runtime.metrics import Gauge, Metrics
 
 log = logging.getLogger("onex.host")
 
@@ -78,6 +83,16 @@ def delivery_policy(contract: Contract) -> DeliveryPolicy:
     )
 
 
+def uses_database(contract: Contract) -> bool:
+    """A node whose work lives in PostgreSQL: postgres effects, postgres state, or an FSM to persist."""
+    sub = contract.subcontracts
+    return (
+        any(e.adapter == "postgres" for e in contract.effects)
+        or (sub.state is not None and sub.state.backend == "postgres")
+        or sub.fsm is not None
+    )
+
+
 class Host(Resource):
     """Hosts the nodes of ``contracts`` in this process."""
 
@@ -94,17 +109,28 @@ class Host(Resource):
         self.endpoints = Endpoints()
         self.ready = False
         self.bus: EventBus | None = None
+        self.store: PostgresStore | None = None
+        self.relay: OutboxRelay | None = None
         self._stack = contextlib.AsyncExitStack()
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
         self._started_at = time.monotonic()
+        self._gauges = {
+            "pool_in_use": Gauge("onex_db_pool_connections_in_use", "PostgreSQL connections in use."),
+            "pool_size": Gauge("onex_db_pool_connections", "PostgreSQL connections open."),
+            "circuit_open": Gauge("onex_db_circuit_open", "1 while the database circuit breaker is not closed."),
+            "outbox_pending": Gauge("onex_outbox_pending", "Outbox rows not yet published (last measured)."),
+            "outbox_sent": Gauge("onex_outbox_sent", "Outbox rows published since start."),
+        }
+        for gauge in self._gauges.values():
+            self.metrics.register(gauge)
 
     # --- life -----------------------------------------------------------------------------------------------------
 
     async def _start(self) -> None:
         s = self.settings
         stack = self._stack
-        need_postgres = any(e.adapter == "postgres" for c in self.contracts for e in c.effects)
+        need_postgres = any(uses_database(c) for c in self.contracts)
         services = await open_services(
             stack,
             data_dir=s.data_dir,
@@ -118,16 +144,32 @@ class Host(Resource):
             self.endpoints.embedded.append("postgres")
         if need_postgres:
             self.endpoints.postgres_dsn = redact_dsn(services.postgres_dsn)
+        resources: dict[str, Any] = {}
+        fsm_store: FSMStore = MemoryFSMStore()
+        if need_postgres:
+            self.store = PostgresStore(services.postgres_dsn)
+            await self.store.start()
+            stack.push_async_callback(self.store.stop)
+            applied = await self.store.migrate()
+            if applied:
+                log.info("migrated", extra={"applied": [f"{m.version:03d}_{m.name}" for m in applied]})
+            fsm_store = PostgresFSMStore(self.store)
+            resources["postgres_effects"] = PostgresEffects(self.store)
         self.bus = await self._open_bus(services.kafka_bootstrap if s.bus == "kafka" else None)
+        if self.store is not None:
+            self.relay = OutboxRelay(self.store, self.bus)
+            await self.relay.start()
+            stack.push_async_callback(self.relay.stop)
         session = await stack.enter_async_context(aiohttp.ClientSession())
+        resources["http_session"] = session
         runtime = NodeRuntime(
             bus=self.bus,
             env=s.env,
             instance=f"{socket.gethostname()}-{os.getpid()}",
             metrics=self.metrics,
             bind_effects=bind_effects,
-            fsm_store=MemoryFSMStore(),
-            resources={"http_session": session, "postgres_dsn": services.postgres_dsn},
+            fsm_store=fsm_store,
+            resources=resources,
         )
         self.nodes = [node_class(c)(c, runtime) for c in self.contracts]
         topics: set[str] = set()
@@ -223,8 +265,10 @@ class Host(Resource):
             self.endpoints.consumes.setdefault(node.name, []).append(route.topic)
 
     def _observed(self, node: Node, group: str, policy: DeliveryPolicy) -> Callable[[Message], Awaitable[None]]:
-        """The node's receive wrapped with metrics and the log context of the event in hand."""
+        """The node's receive wrapped with metrics, the log context of the event in hand, and for nodes whose work
+        lives in PostgreSQL, one transaction around it all."""
         metrics = self.metrics
+        store = self.store if uses_database(node.contract) else None
 
         async def handler(message: Message) -> None:
             env = message.envelope
@@ -239,7 +283,16 @@ class Host(Resource):
             )
             self._in_flight += 1
             try:
-                await node.receive(message)
+                if store is None:
+                    await node.receive(message)
+                else:
+                    # Effects, FSM transitions, outbox events and the processed-event claim commit together:
+                    # a redelivered event finds its claim and is skipped, so consumption is effectively once.
+                    async with store.transaction() as tx:
+                        if not await tx.claim_event(group, str(env.event_id)):
+                            log.info("event already processed by this group: skipped")
+                            return
+                        await node.receive(message)
             except PoisonMessage as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
                 if policy.dead_letter:
@@ -282,7 +335,13 @@ class Host(Resource):
         self.endpoints.http = f"http://127.0.0.1:{port}"
 
     async def _health(self, request: web.Request) -> web.Response:
-        components = {"bus": "up" if self.bus is not None else "down"}
+        components: dict[str, Any] = {"bus": "up" if self.bus is not None else "down"}
+        if self.store is not None:
+            circuit = self.store.stats()["circuit"]["state"]
+            components["postgres"] = "up" if circuit == "closed" else f"degraded (circuit {circuit})"
+        if self.relay is not None:
+            relay = self.relay.stats()
+            components["outbox"] = {"role": relay["role"], "pending": relay["pending"], "failures": relay["failures"]}
         components.update({f"node:{n.name}": "up" for n in self.nodes})
         data = {
             "live": True,
@@ -297,6 +356,15 @@ class Host(Resource):
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if self.store is not None:
+            stats = self.store.stats()
+            self._gauges["pool_in_use"].set(stats["pool"]["used"])
+            self._gauges["pool_size"].set(stats["pool"]["size"])
+            self._gauges["circuit_open"].set(0 if stats["circuit"]["state"] == "closed" else 1)
+        if self.relay is not None:
+            relay = self.relay.stats()
+            self._gauges["outbox_pending"].set(relay["pending"] or 0)
+            self._gauges["outbox_sent"].set(relay["sent_total"])
         return web.Response(
             text=self.metrics.render(),
             content_type="text/plain",

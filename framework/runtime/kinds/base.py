@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from framework.adapters.outbox_relay import publish_or_enqueue
 from framework.contract.spec import Contract, NodeType, Subscription
 from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
@@ -131,7 +132,9 @@ class Node:
                 envelope = envelope.model_copy(update={"environment": self.runtime.env})
         else:
             envelope = OnexEnvelopeV1(environment=self.runtime.env, **common)
-        await self.runtime.bus.publish(route.topic, envelope)
+        # Inside a handler's database transaction the event becomes an outbox row of it: it is published (by the
+        # relay) only if the transaction commits. Elsewhere it goes to the bus at once.
+        await publish_or_enqueue(self.runtime.bus, route.topic, envelope)
         self.runtime.metrics.published.inc(topic=route.topic)
         return envelope
 
