@@ -155,6 +155,7 @@ class Host(Resource):
                 log.info("migrated", extra={"applied": [f"{m.version:03d}_{m.name}" for m in applied]})
             fsm_store = PostgresFSMStore(self.store)
             resources["postgres_effects"] = PostgresEffects(self.store)
+            resources["store"] = self.store
         self.bus = await self._open_bus(services.kafka_bootstrap if s.bus == "kafka" else None)
         if self.store is not None:
             self.relay = OutboxRelay(self.store, self.bus)

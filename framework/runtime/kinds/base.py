@@ -6,6 +6,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,6 +16,7 @@ from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import EventBus, Message
 from framework.ports.fsm_store import FSMStore, TransitionRecord
+from framework.ports.store import Store, Transaction
 from framework.runtime.effects import Effects
 from framework.runtime.fsm import FireResult, FSMDefinition, FSMEngine, FSMInstance
 from framework.runtime.routing import Routes
@@ -137,6 +139,15 @@ class Node:
         await publish_or_enqueue(self.runtime.bus, route.topic, envelope)
         self.runtime.metrics.published.inc(topic=route.topic)
         return envelope
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A database transaction for work that does not arrive as an event (an HTTP request, say): effects,
+        FSM transitions and published events inside it commit together. Event handlers of nodes whose work lives in
+        PostgreSQL already run inside one."""
+        store: Store | None = self.runtime.resources.get("store")
+        if store is None:
+            raise NodeRuleError(f"node '{self.name}' has no database: declare a postgres effect or state")
+        return store.transaction()
 
     async def fire(self, instance: FSMInstance, trigger: str, context: dict[str, Any] | None = None) -> FireResult:
         """Fire a trigger on an instance of this node's FSM and publish what its actions emitted."""
