@@ -5,12 +5,17 @@ node kinds, models of different sizes, FSMs inline and through ``$ref`` (some wi
 chaining every node to the next, workflows, aggregations and retry policies. The baseline, measured in the same run,
 is parsing the same files with PyYAML's C loader and nothing else.
 
-Goal (ARCHITECTURE, issue 2): under 1 s for the 200 contracts on a 2-core machine.
+Goal (ARCHITECTURE, issue 2): under 1 s for the 200 contracts on a 2-core machine, as a first run in a fresh
+process, which is what ``onex validate`` does in CI. So the headline is measured in fresh subprocesses (the median
+of a few, as this machine is shared); best of 5 in one process is printed beside it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,11 +25,29 @@ from typing import Any
 
 import yaml
 
-from framework.contract.lint import _check_schema
+import framework
 from framework.contract.validate import load_contract, validate_paths
 
 COUNT = 200
 GOAL_S = 1.0
+FRESH_RUNS = 3
+
+#: Run in a fresh interpreter: imports only what ``onex validate`` needs, then times one call. argv: mode, path.
+CHILD = """
+import json, sys, time
+start = time.perf_counter()
+from pathlib import Path
+from framework.contract.validate import load_contract, validate_paths
+imported = time.perf_counter()
+if sys.argv[1] == "validate":
+    report = validate_paths([Path(sys.argv[2])])
+    assert report.files > 0 and not report.findings, [f.format() for f in report.findings[:5]]
+else:
+    load_contract(sys.argv[2])
+done = time.perf_counter()
+print(json.dumps({"import": imported - start, "run": done - imported}))
+"""
+
 KINDS = ["COMPUTE", "EFFECT", "REDUCER", "ORCHESTRATOR", "REGISTRY"]
 
 SHARED = {
@@ -198,26 +221,42 @@ def best_of(runs: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def fresh(mode: str, path: Path) -> dict[str, float]:
+    """One call in a new interpreter: its import time, the call's time, and the whole process's wall time. The child
+    imports the same ``framework`` as this process, not one that happens to be in the working directory."""
+    source = str(Path(framework.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-c", CHILD, mode, str(path)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=path.parent, env=env)
+    times: dict[str, float] = json.loads(out.stdout)
+    times["process"] = time.perf_counter() - start
+    return times
+
+
+def median_of(samples: list[dict[str, float]], key: str) -> float:
+    return statistics.median(s[key] for s in samples)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="onex-bench-") as tmp:
         root = Path(tmp)
         paths = generate(root)
         contracts_dir = root / "contracts"
 
-        start = time.perf_counter()
-        report = validate_paths([contracts_dir])  # the first run in this process: empty caches
-        cold = time.perf_counter() - start
-        checked = _check_schema.cache_info().misses
+        report = validate_paths([contracts_dir])
         if report.files != COUNT or report.findings:
             for finding in report.findings[:20]:
                 print(finding.format())
             print(f"generated contracts are not clean: {report.files} files, {len(report.findings)} findings")
             return 1
 
+        first = [fresh("validate", contracts_dir) for _ in range(FRESH_RUNS)]
         best = best_of(5, lambda: validate_paths([contracts_dir]))
         baseline = best_of(5, lambda: [yaml.load(p.read_bytes(), Loader=yaml.CSafeLoader) for p in paths])
 
         one = paths[1]  # an EFFECT node with $refs
+        first_load = [fresh("load", one) for _ in range(FRESH_RUNS)]
         load_contract(one)
         samples = []
         for _ in range(200):
@@ -229,18 +268,25 @@ def main() -> int:
     def verdict(seconds: float) -> str:
         return f"goal < {GOAL_S:.0f} s: {'met' if seconds < GOAL_S else 'NOT MET'}"
 
-    print(f"validate {COUNT} contracts (validate_paths), best of 5: {best:.3f} s; {verdict(best)}")
-    print(f"  first run in the process: {cold:.3f} s; {verdict(cold)}")
+    cold = median_of(first, "run")
+    spread = ", ".join(f"{s['run']:.3f}" for s in first)
+    print(f"validate {COUNT} contracts (validate_paths)")
+    print(f"  first run in a fresh process, median of {FRESH_RUNS}: {cold:.3f} s ({spread}); {verdict(cold)}")
     print(
-        f"    of which most is checking {checked} distinct models against the JSON Schema 2020-12 metaschema "
-        "(jsonschema, a few ms each); later runs find them in the cache"
+        f"    before it, importing the validator: {median_of(first, 'import'):.3f} s; the whole process, interpreter "
+        f"start to exit: {median_of(first, 'process'):.3f} s"
     )
-    print(f"  per contract: {best / COUNT * 1000:.2f} ms (best), {cold / COUNT * 1000:.2f} ms (first run)")
+    print(f"  best of 5 in one process: {best:.3f} s; {verdict(best)}")
+    print(f"  per contract: {cold / COUNT * 1000:.2f} ms (first run), {best / COUNT * 1000:.2f} ms (best)")
     print(
         f"  baseline, PyYAML's C loader alone on the same files: {baseline:.3f} s; validation (best) takes "
         f"{best / baseline:.1f}x as long"
     )
-    print(f"load one contract (load_contract, median of {len(samples)}): {median * 1000:.2f} ms")
+    print(f"load one contract (load_contract): {median * 1000:.2f} ms (median of {len(samples)} in one process)")
+    print(
+        f"  first in a fresh process, median of {FRESH_RUNS}: {median_of(first_load, 'run') * 1000:.2f} ms, after "
+        f"{median_of(first_load, 'import'):.3f} s of imports"
+    )
     return 0
 
 

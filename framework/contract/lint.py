@@ -8,16 +8,13 @@ import inspect
 import sys
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from framework.contract.findings import Finding, Level
 from framework.contract.guard import GuardSyntaxError, parse_guard
 from framework.contract.loader import Document, Loc
+from framework.contract.schema_subset import check_model
 from framework.contract.spec import Contract, NodeType
 from framework.contract.subcontracts import (
     FSM,
@@ -31,53 +28,6 @@ from framework.contract.subcontracts import (
     SetAction,
     Workflow,
 )
-
-#: The JSON Schema keywords models may use: the ones generators can map to types, and annotations.
-SCHEMA_SUBSET = frozenset(
-    {
-        "$schema",
-        "$id",
-        "$ref",
-        "$defs",
-        "$comment",
-        "title",
-        "description",
-        "default",
-        "examples",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "type",
-        "enum",
-        "const",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "prefixItems",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "format",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "multipleOf",
-        "minProperties",
-        "maxProperties",
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "not",
-    }
-)
-_SCHEMA_CHILDREN = ("properties", "$defs")
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_SINGLE = ("items", "additionalProperties", "not")
 
 
 class Linter:
@@ -392,34 +342,10 @@ class Linter:
             )
 
     def models(self, models: dict[str, JsonSchema], base: Loc) -> None:
+        """Each model is valid JSON Schema of the supported subset (M002, M003) whose $refs name models (M004)."""
         for name, schema in models.items():
-            loc = (*base, name)
-            try:
-                _check_schema(_freeze(schema))
-            except SchemaError as exc:
-                where = "/".join(str(p) for p in exc.path)
-                self.add(
-                    loc,
-                    "M002",
-                    f"model '{name}' is not valid JSON Schema{' at ' + where if where else ''}: {exc.message}",
-                )
-                continue
-            except RecursionError:  # checking a pattern compiles it, and re recurses once per nested group
-                self.add(loc, "M002", f"model '{name}' is not valid JSON Schema: it nests too deeply to be checked")
-                continue
-            for sub_loc, key, value in _walk_schema(schema, loc):
-                if key not in SCHEMA_SUBSET:
-                    self.add(sub_loc, "M003", f"model '{name}' uses '{key}', which is outside the supported subset")
-                elif key == "$ref":
-                    target = str(value)
-                    if not target.startswith("#/$defs/"):
-                        self.add(sub_loc, "M003", f"model '{name}': $ref '{target}' must be '#/$defs/<Model>'")
-                    elif target.removeprefix("#/$defs/") not in models:
-                        self.add(
-                            sub_loc,
-                            "M004",
-                            f"model '{name}': $ref '{target}' names no declared model{_listing(models)}",
-                        )
+            for problem in check_model(name, schema, models):
+                self.add((*base, name, *problem.path), problem.code, problem.message)
 
 
 def _listing(names: dict[str, Any]) -> str:
@@ -446,48 +372,6 @@ def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
                 seen.add(nxt)
                 queue.append(nxt)
     return seen
-
-
-def _walk_schema(schema: Any, loc: Loc) -> Iterator[tuple[Loc, str, Any]]:
-    """Every keyword of a schema and its subschemas, with its location (property names are not keywords)."""
-    if not isinstance(schema, dict):
-        return
-    for key, value in schema.items():
-        yield (*loc, key), key, value
-        if key in _SCHEMA_CHILDREN and isinstance(value, dict):
-            for name, sub in value.items():
-                yield from _walk_schema(sub, (*loc, key, name))
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            for i, sub in enumerate(value):
-                yield from _walk_schema(sub, (*loc, key, i))
-        elif key in _SCHEMA_SINGLE:
-            yield from _walk_schema(value, (*loc, key))
-
-
-def _freeze(value: Any) -> Any:
-    """A hashable copy, so that schema checks are cached across the many contracts that share models."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("__list__", tuple(_freeze(v) for v in value))
-    if isinstance(value, bool):  # True == 1 as cache keys, but only 1 is a valid minLength
-        return ("__bool__", value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple):
-        if value and value[0] == "__list__":
-            return [_thaw(v) for v in value[1]]
-        if value and value[0] == "__bool__":
-            return value[1]
-        return {k: _thaw(v) for k, v in value}
-    return value
-
-
-@lru_cache(maxsize=4096)
-def _check_schema(frozen: Any) -> None:
-    Draft202012Validator.check_schema(_thaw(frozen))
 
 
 def _import(module_name: str) -> Any:

@@ -93,10 +93,46 @@ class Document:
 
 def display_path(path: Path) -> str:
     """Paths in findings are relative to the working directory when they are inside it."""
+    return _display_resolved(path.resolve())
+
+
+def _display_resolved(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+class FileCache:
+    """The files read while loading, composed, by resolved path. Share one across the documents of one validation
+    run, so that a subcontract that every contract references is read and composed once per run rather than once
+    per contract. Not across runs: files change between them, and so may the working directory."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[Path, yaml.Node] = {}
+        self.shown: dict[Path, str] = {}
+        self.located: dict[tuple[Path, str], tuple[Path, bool]] = {}
+
+    def load(self, path: Path | str) -> Document:
+        """:func:`load_document`, with the files this cache has read already."""
+        return _load(Path(path), self, MAX_FILE_BYTES, MAX_NODES, MAX_DEPTH)
+
+    def locate(self, directory: Path, target: str) -> tuple[Path, bool]:
+        """The resolved path of ``target`` relative to ``directory``, and whether it is a file. Raises what
+        resolving raises: OSError, ValueError, RuntimeError."""
+        key = (directory, target)
+        found = self.located.get(key)
+        if found is None:
+            file = (directory / target).resolve()
+            found = self.located[key] = (file, file.is_file())
+        return found
+
+    def display(self, resolved: Path) -> str:
+        """``display_path`` of an already resolved path, once per file: resolving costs a system call per part."""
+        shown = self.shown.get(resolved)
+        if shown is None:
+            shown = self.shown[resolved] = _display_resolved(resolved)
+        return shown
 
 
 def _pos(path: str, mark: Any) -> Position:
@@ -106,15 +142,21 @@ def _pos(path: str, mark: Any) -> Position:
 class _Composer:
     """Reads files into composed node graphs, once each, and reports load failures as findings."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, files: FileCache) -> None:
         self.max_bytes = max_bytes
-        self.cache: dict[Path, yaml.Node] = {}
+        self.files = files
+        self.own: dict[Path, yaml.Node] = {}  # this document's: a $ref back into it must find the very same nodes
 
-    def compose(self, path: Path, at: Position | None) -> yaml.Node:
-        path = path.resolve()
-        if path in self.cache:
-            return self.cache[path]
-        shown = display_path(path)
+    def compose(self, path: Path, at: Position | None, *, keep: bool = True) -> yaml.Node:
+        """The root node of the file at ``path``, which is resolved. ``keep``: cache it for the other documents of
+        the run. Referenced files are kept; the file a document starts from is not, as a run keeps its data and
+        positions, and its node graph as well would be several times more objects for the garbage collector."""
+        cached = self.own.get(path)
+        if cached is None:
+            cached = self.files.nodes.get(path)
+        if cached is not None:
+            return cached
+        shown = self.files.display(path)
         where = at or Position(shown, 1, 1)
         try:
             with path.open("rb") as fh:
@@ -155,7 +197,9 @@ class _Composer:
             loader.dispose()
         if node is None:
             raise self._fail(Position(shown, 1, 1), "L011", f"{shown} is empty: expected a mapping of keys to values")
-        self.cache[path] = node
+        self.own[path] = node
+        if keep:
+            self.files.nodes[path] = node
         composed: yaml.Node = node
         return composed
 
@@ -176,17 +220,15 @@ class _Builder:
         self.findings: list[Finding] = []
         self.active: list[int] = []  # ids of nodes under construction: an alias to one of them is a cycle
         self.ref_stack: list[tuple[Path, str]] = []
-        self.shown: dict[Path, str] = {}  # display_path resolves the path: once per file, not once per value
 
     def _display(self, path: Path) -> str:
-        if path not in self.shown:
-            self.shown[path] = display_path(path)
-        return self.shown[path]
+        return self.composer.files.display(path)
 
-    def build(self, node: yaml.Node, path: Path, loc: Loc, depth: int) -> Any:
-        shown = self._display(path)
-        pos = _pos(shown, node.start_mark)
-        self.doc.positions[loc] = pos
+    def build(self, node: yaml.Node, path: Path, loc: Loc, depth: int, shown: str | None = None) -> Any:
+        """Data from ``node`` of the file at ``path`` (displayed as ``shown``), at ``loc`` in the document."""
+        if shown is None:
+            shown = self._display(path)
+        pos = self.doc.positions[loc] = _pos(shown, node.start_mark)
         self.count += 1
         if self.count > self.max_nodes:
             raise LoadError(
@@ -209,16 +251,15 @@ class _Builder:
         try:
             if isinstance(node, yaml.SequenceNode):
                 self._check_tag(node, _SEQ, pos)
-                return [self.build(item, path, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
+                return [self.build(item, path, (*loc, i), depth + 1, shown) for i, item in enumerate(node.value)]
             if isinstance(node, yaml.MappingNode):
                 self._check_tag(node, _MAP, pos)
-                return self._mapping(node, path, loc, depth)
+                return self._mapping(node, path, shown, loc, depth)
         finally:
             self.active.pop()
         raise LoadError([Finding.at(pos, Level.ERROR, "L003", f"unsupported YAML node {type(node).__name__}")])
 
-    def _mapping(self, node: yaml.MappingNode, path: Path, loc: Loc, depth: int) -> Any:
-        shown = self._display(path)
+    def _mapping(self, node: yaml.MappingNode, path: Path, shown: str, loc: Loc, depth: int) -> Any:
         pairs = node.value
         if len(pairs) == 1 and self._is_file_ref(pairs[0]):
             return self._ref(pairs[0][1], path, loc, depth)
@@ -243,7 +284,7 @@ class _Builder:
                 )
                 continue
             self.doc.key_positions[(*loc, key)] = key_pos
-            out[key] = self.build(value_node, path, (*loc, key), depth + 1)
+            out[key] = self.build(value_node, path, (*loc, key), depth + 1, shown)
         return out
 
     @staticmethod
@@ -264,8 +305,7 @@ class _Builder:
                 [Finding.at(at, Level.ERROR, "L008", f"$ref '{value.value}' must name a .yaml, .yml or .json file")]
             )
         try:
-            file = (path.parent / target).resolve()
-            is_file = file.is_file()
+            file, is_file = self.composer.files.locate(path.parent, target)
         except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a NUL byte, a symlink loop
             reason = "a symlink loop" if isinstance(exc, RuntimeError) else getattr(exc, "strerror", None) or str(exc)
             raise LoadError(
@@ -366,14 +406,18 @@ def load_document(
     max_depth: int = MAX_DEPTH,
 ) -> Document:
     """Load one YAML file (and what it references) into a :class:`Document`, or raise :class:`LoadError`."""
-    path = Path(path)
-    composer = _Composer(max_bytes)
-    root = composer.compose(path, None)
-    doc = Document(path=path.resolve(), data=None, files={path.resolve()})
+    return _load(Path(path), FileCache(), max_bytes, max_nodes, max_depth)
+
+
+def _load(path: Path, files: FileCache, max_bytes: int, max_nodes: int, max_depth: int) -> Document:
+    resolved = path.resolve()
+    composer = _Composer(max_bytes, files)
+    root = composer.compose(resolved, None, keep=False)
+    doc = Document(path=resolved, data=None, files={resolved})
     builder = _Builder(doc, composer, max_nodes, max_depth)
-    builder.ref_stack.append((path.resolve(), ""))
+    builder.ref_stack.append((resolved, ""))
     try:
-        doc.data = builder.build(root, path.resolve(), (), 0)
+        doc.data = builder.build(root, resolved, (), 0)
     except RecursionError:
         raise LoadError([Finding(display_path(path), 1, 1, Level.ERROR, "L006", "nesting is too deep")]) from None
     if builder.findings:

@@ -340,22 +340,54 @@ def test_M001_catalog_models_do_not_count_as_contract_models(check: Check) -> No
     ]
 
 
-def test_M002_invalid_json_schema(check: Check) -> None:
-    found = check(contract(models={"A": {"type": "object", "properties": {"x": {"type": "strin"}}}}))
-    assert codes(found) == ["M002"]
-    assert found[0].message.startswith("model 'A' is not valid JSON Schema at properties/x/type: 'strin' is not valid")
+def test_M002_invalid_json_schema_at_the_bad_keyword(check: Check) -> None:
+    text = (
+        'contract_version: "1.0"\nname: n\nversion: {major: 1, minor: 0, patch: 0}\nnode_type: COMPUTE\nmodels:\n'
+        "  A:\n"
+        "    type: object\n"
+        "    properties:\n"
+        "      x: {type: strin}\n"
+        "      y: {type: [string, 'null', string]}\n"
+    )
+    assert [f.format() for f in check(text)] == [
+        "doc.yaml:9:11: error M002 model 'A' is not valid JSON Schema at properties/x/type: 'strin' is not a type; "
+        "allowed: array, boolean, integer, null, number, object, string",
+        "doc.yaml:10:34: error M002 model 'A' is not valid JSON Schema at properties/y/type/2: 'string' is listed "
+        "twice; type lists each type once",
+    ]
+
+
+def test_M002_every_problem_of_a_model(check: Check) -> None:
+    model = {"type": "object", "required": ["a", 1], "minProperties": -1, "properties": {"a": {"pattern": "("}}}
+    found = check(contract(models={"A": model}))
+    assert [(f.code, f.message) for f in found] == [
+        ("M002", "model 'A' is not valid JSON Schema at required/1: 1 is not a string; required lists property names"),
+        (
+            "M002",
+            "model 'A' is not valid JSON Schema at minProperties: -1 is not a non-negative integer; "
+            "minProperties takes 0, 1, 2, ...",
+        ),
+        (
+            "M002",
+            "model 'A' is not valid JSON Schema at properties/a/pattern: '(' is not a valid regular expression: "
+            "missing ), unterminated subpattern at position 0",
+        ),
+    ]
 
 
 def test_M002_also_in_catalogs(check: Check) -> None:
     cat = {"catalog_name": "c", "models": {"P": {"required": "x"}}, "events": [{"name": "e", "payload_model": "P"}]}
     found = check({"kind": "events", **cat})
     assert [(f.code, f.message) for f in found] == [
-        ("M002", "model 'P' is not valid JSON Schema at required: 'x' is not of type 'array'")
+        (
+            "M002",
+            "model 'P' is not valid JSON Schema at required: 'x' is not an array; required lists property names: "
+            "did you mean ['x']?",
+        )
     ]
 
 
-def test_M002_checks_are_not_confused_by_true_and_1(check: Check) -> None:
-    """Schema checks are cached; the cache must tell true from 1 (only true is a schema)."""
+def test_M002_true_is_a_schema_and_1_is_not(check: Check) -> None:
     good = contract(models={"A": {"type": "object", "additionalProperties": True}})
     bad = contract(models={"A": {"type": "object", "additionalProperties": 1}})
     assert check(good) == []
@@ -367,7 +399,24 @@ def test_M002_patterns_too_deep_to_check(check: Check) -> None:
     pattern = "(" * 1000 + ")" * 1000
     found = check(contract(models={"A": {"type": "string", "pattern": pattern}}))
     assert [(f.code, f.message) for f in found] == [
-        ("M002", "model 'A' is not valid JSON Schema: it nests too deeply to be checked")
+        (
+            "M002",
+            f"model 'A' is not valid JSON Schema at pattern: '{'(' * 55}...' nests too deeply to be checked",
+        )
+    ]
+
+
+def test_M002_and_M004_together(check: Check) -> None:
+    """A model's problems are all reported: an invalid keyword does not hide a $ref to an undeclared model."""
+    model = {"type": "object", "properties": {"a": {"$ref": "#/$defs/B"}, "b": {"minimum": "0"}}}
+    found = check(contract(models={"A": model}))
+    assert [(f.code, f.message) for f in found] == [
+        ("M004", "model 'A': $ref '#/$defs/B' names no declared model; declared: A"),
+        (
+            "M002",
+            "model 'A' is not valid JSON Schema at properties/b/minimum: '0' is not a number; "
+            "minimum takes a finite number",
+        ),
     ]
 
 
