@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import shutil
@@ -12,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -28,6 +26,7 @@ from framework.adapters.migrator import (
 )
 from framework.errors import OnexError, UsageError
 from framework.shipped import shipped_dir
+from tests.pg import migrated_database
 
 SHIPPED = shipped_dir("migrations")
 EXPECTED = [
@@ -57,32 +56,9 @@ INJECTIONS = [
 # --- fixtures -------------------------------------------------------------------------------------------------------
 
 
-def dsn_for_database(dsn: str, database: str) -> str:
-    return urlsplit(dsn)._replace(path=f"/{database}").geturl()
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
-    """A new, empty database on the server of ``server_dsn`` (its role has CREATEDB), dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield dsn_for_database(server_dsn, name)
-    finally:
-        admin = await asyncpg.connect(server_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 @pytest.fixture
 async def db_dsn(postgres_dsn: str) -> AsyncIterator[str]:
-    async with fresh_database(postgres_dsn) as dsn:
+    async with migrated_database(postgres_dsn, migrate=False) as dsn:
         yield dsn
 
 

@@ -13,12 +13,10 @@ import contextlib
 import logging
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -26,67 +24,9 @@ import pytest
 from framework.adapters.circuit_breaker import CircuitBreaker, CircuitState
 from framework.adapters.embedded_kafka import free_loopback_port
 from framework.adapters.embedded_postgres import EmbeddedPostgres
-from framework.adapters.migrator import Migrator
 from framework.adapters.postgres_store import PostgresStore, is_connection_failure
 from framework.errors import CircuitOpenError, QueryError, RetriablePortError, UsageError
-
-#: Bound for anything a test waits for.
-WAIT_S = 30.0
-
-
-# --- helpers shared by the store tests ------------------------------------------------------------------------------
-
-
-def dsn_for(server_dsn: str, database: str) -> str:
-    return urlsplit(server_dsn)._replace(path=f"/{database}").geturl()
-
-
-@contextlib.asynccontextmanager
-async def migrated_database(server_dsn: str, *, migrate: bool = True) -> AsyncIterator[str]:
-    """A new database ``test_<uuid>`` on the server of ``server_dsn`` (migrated unless told not to), dropped after."""
-    name = f"test_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = dsn_for(server_dsn, name)
-    try:
-        if migrate:
-            connection = await asyncpg.connect(dsn)
-            try:
-                await Migrator(connection).up()
-            finally:
-                await connection.close()
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(server_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-@contextlib.asynccontextmanager
-async def open_store(server_dsn: str, **settings: Any) -> AsyncIterator[PostgresStore]:
-    """A started store on a fresh migrated database; small pool unless ``settings`` say otherwise."""
-    settings = {"min_size": 1, "max_size": 10, **settings}
-    async with migrated_database(server_dsn) as dsn, PostgresStore(dsn, **settings) as store:
-        yield store
-
-
-async def wait_for(condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = WAIT_S) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+from tests.pg import WAIT_S, dsn_for, migrated_database, open_store, wait_for  # noqa: F401 - shared with other tests
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 
 from framework.cli.main import main
 from framework.shipped import shipped_dir
-from tests.adapters.test_migrator import EXPECTED, fresh_database
+from tests.adapters.test_migrator import EXPECTED
+from tests.pg import migrated_database
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Result:
 
 @pytest.fixture
 async def db_dsn(postgres_dsn: str) -> AsyncIterator[str]:
-    async with fresh_database(postgres_dsn) as dsn:
+    async with migrated_database(postgres_dsn, migrate=False) as dsn:
         yield dsn
 
 
