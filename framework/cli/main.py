@@ -11,11 +11,27 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from framework import __version__
-from framework.cli import db, migrate, run, schema, up, validate
+from framework.cli import db, generate, graph, migrate, new, run, schema, stamp, up, validate, verify
+from framework.cli import hash as hash_cmd
+from framework.cli import test as test_cmd
 from framework.errors import OnexError, UsageError
 
 #: Subcommands in the order ``onex --help`` lists them.
-COMMANDS: list[ModuleType] = [validate, schema, run, up, migrate, db]
+COMMANDS: list[ModuleType] = [
+    validate,
+    schema,
+    run,
+    up,
+    migrate,
+    db,
+    hash_cmd,
+    stamp,
+    verify,
+    generate,
+    new,
+    graph,
+    test_cmd,
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 

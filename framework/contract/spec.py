@@ -109,6 +109,55 @@ class Subcontracts(Spec):
         return [value] if isinstance(value, dict) else value
 
 
+# --- Tests: examples of the node's behaviour that ``onex test`` runs, effects recorded instead of executed ----------
+
+
+class Given(Spec):
+    """What a test case starts from: one input event, and optionally the FSM instance's state and context."""
+
+    event: EventName = Field(description="a subscribed event, delivered to its handler")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    state: Identifier | None = Field(default=None, description="initial state of the FSM instance (needs an fsm)")
+    context: dict[str, Any] = Field(default_factory=dict, description="initial context of the FSM instance")
+    instance: str = Field(default="test", min_length=1, description="id of the FSM instance state/context seed")
+    returns: dict[Identifier, Any] = Field(
+        default_factory=dict, description="effect name → what the recorded effect returns (default: per adapter)"
+    )
+
+
+class ExpectedEvent(Spec):
+    """A published event: its name, and a subset of its payload (nested mappings match as subsets too)."""
+
+    event: EventName
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExpectedEffectCall(Spec):
+    """A recorded effect call: the effect, and optionally its positional and keyword arguments (subsets)."""
+
+    effect: Identifier
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+class Expectation(Spec):
+    """What must hold after the handler ran. Lists are compared in order; a key left out is not checked."""
+
+    events: list[ExpectedEvent] | None = Field(default=None, description="every event published, in order")
+    state: Identifier | None = Field(default=None, description="state of the FSM instance at the end")
+    effects: list[ExpectedEffectCall] | None = Field(default=None, description="every effect call, in order")
+    error: str | None = Field(default=None, description="the handler raises an error whose message contains this")
+
+
+class ContractTest(Spec):
+    """One example: given an input event (and FSM state), expect output events, an end state and effect calls."""
+
+    name: Identifier
+    description: str = ""
+    given: Given
+    expect: Expectation = Field(default_factory=Expectation)
+
+
 class Contract(Spec):
     """A node: who it is, what it consumes and emits, what I/O it may do, and how it behaves."""
 
@@ -125,6 +174,7 @@ class Contract(Spec):
     publishes: list[EventName] = Field(default_factory=list)
     effects: list[Effect] = Field(default_factory=list)
     subcontracts: Subcontracts = Field(default_factory=Subcontracts)
+    tests: list[ContractTest] = Field(default_factory=list, description="examples that `onex test` runs")
 
     def catalog_event(self, name: str) -> tuple[EventCatalog, int] | None:
         """The catalog declaring event ``name`` and its index there, if any."""

@@ -1,0 +1,355 @@
+"""The node module generator: a contract → ``nodes/<name>/_generated.py``.
+
+It holds pydantic models of every model the contract declares and every payload of the events it consumes and
+publishes; a typed adapter class over the node's declared effects; and a typed handler base that subclasses the
+base of the contract's kind. Pure: contract in, text out (``render``); ``onex generate`` writes and checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from framework.contract.spec import (
+    Blake3Effect,
+    Contract,
+    HttpEffect,
+    KafkaEffect,
+    NodeType,
+    PostgresEffect,
+)
+from framework.contract.subcontracts import EventCatalog
+from generators.naming import field_name, pascal, snake
+from generators.pyliteral import py_literal
+from generators.templating import fill
+from generators.types import JsonSchema, ModelWriter
+
+GENERATOR = "generators.node_module"
+
+KIND_BASES = {
+    NodeType.EFFECT: "EffectNode",
+    NodeType.COMPUTE: "ComputeNode",
+    NodeType.REDUCER: "ReducerNode",
+    NodeType.ORCHESTRATOR: "OrchestratorNode",
+    NodeType.REGISTRY: "RegistryNode",
+}
+
+#: Kinds whose base already handles its subscriptions (the base of the kind does the work): the generated base
+#: gives them typed payloads, publishers and effects, but declares no abstract handlers.
+_KINDS_WITH_HANDLERS = {NodeType.REDUCER, NodeType.ORCHESTRATOR, NodeType.REGISTRY}
+
+
+def output_path(contract: Contract) -> str:
+    return f"nodes/{contract.name}/_generated.py"
+
+
+def render(contract: Contract, *, source: str, sha256: str) -> dict[str, str]:
+    """``{"nodes/<name>/_generated.py": text}``. ``source``: the contract's path as shown in the header,
+    ``sha256``: the hash of its text."""
+    return {output_path(contract): _Module(contract).render(source, sha256)}
+
+
+class _Module:
+    def __init__(self, contract: Contract) -> None:
+        self.c = contract
+        self.w = ModelWriter()
+        self._scoped: dict[tuple[str, str], str] = {}
+        self._schemas: dict[str, JsonSchema] = {}
+        self.imports: dict[str, set[str]] = {}
+
+    # --- models ---------------------------------------------------------------------------------------------------
+
+    def _model(self, scope: EventCatalog | None, name: str) -> str:
+        key = (scope.catalog_name if scope else "", name)
+        if key in self._scoped:
+            return self._scoped[key]
+        schema = scope.models[name] if scope else self.c.models[name]
+        cls = name
+        if cls in self._schemas and self._schemas[cls] != schema:
+            cls = pascal(scope.catalog_name) + name if scope else name + "Model"
+        self._scoped[key] = cls
+        if cls not in self._schemas:
+            self._schemas[cls] = schema
+            self.w.model_class(cls, schema, lambda ref: self._model(scope, ref))
+        return cls
+
+    def _events(self) -> Iterator[str]:
+        seen: dict[str, None] = {}
+        for sub in self.c.subscriptions:
+            seen.setdefault(sub.event)
+        for event in self.c.publishes:
+            seen.setdefault(event)
+        yield from seen
+
+    def event_model(self, event: str) -> str:
+        found = self.c.catalog_event(event)
+        if found is None:  # lint reports it (E001/E002); the payload is then untyped
+            self.w.typing.add("Any")
+            return "BaseModel"
+        catalog, index = found
+        return self._model(catalog, catalog.events[index].payload_model)
+
+    # --- sections -------------------------------------------------------------------------------------------------
+
+    def render(self, source: str, sha256: str) -> str:
+        for name in self.c.models:
+            self._model(None, name)
+        event_models = {e: self.event_model(e) for e in self._events()}
+        effects = self._effects_class(event_models)
+        base = self._base_class(event_models)
+        models = "\n\n\n".join(self.w.classes)
+        if self.w.classes:
+            models = "\n" + models + "\n"
+        rebuild = [f"{n}.model_rebuild()" for n in self.w.names]
+        if rebuild:
+            models += "\n\n" + "\n".join(rebuild) + "\n"
+        mapping = ", ".join(f"{py_literal(e)}: {m}" for e, m in event_models.items())
+        if len(mapping) + 50 > 120:
+            mapping = "\n" + "".join(f"    {py_literal(e)}: {m},\n" for e, m in event_models.items())
+        text = fill(
+            "node_module.py.tmpl",
+            generator=GENERATOR,
+            source=source,
+            sha256=sha256,
+            name=self.c.name,
+            kind=str(self.c.node_type),
+            imports=self._imports(),
+            models=models,
+            event_models=mapping,
+            effects_class=effects,
+            base_class=base,
+        )
+        return text.rstrip("\n") + "\n"
+
+    def _need(self, module: str, *names: str) -> None:
+        self.imports.setdefault(module, set()).update(names)
+
+    def _imports(self) -> str:
+        self._need("typing", "Any", *self.w.typing)
+        pydantic = {"BaseModel", "ConfigDict"}
+        if self.w.uses_field:
+            pydantic.add("Field")
+        if self.w.uses_root:
+            pydantic.add("RootModel")
+        self._need("pydantic", *pydantic)
+        stdlib = ["abc", "collections.abc", "typing"]
+        blocks = []
+        std = ["import abc"] if "abc" in self.imports else []
+        std += [_from(m, self.imports[m]) for m in stdlib[1:] if m in self.imports]
+        blocks.append("\n".join(std))
+        blocks.append(_from("pydantic", self.imports["pydantic"]))
+        first = [_from(m, names) for m, names in sorted(self.imports.items()) if m.startswith("framework.")]
+        if first:
+            blocks.append("\n".join(first))
+        return "\n\n".join(b for b in blocks if b)
+
+    def _effects_class(self, event_models: dict[str, str]) -> str:
+        if not self.c.effects:
+            return ""
+        self._need("collections.abc", "Mapping")
+        methods = []
+        for effect in self.c.effects:
+            methods.append(self._effect_method(effect, event_models))
+        text = fill(
+            "effects_class.py.tmpl",
+            class_name=self.effects_class_name,
+            name=self.c.name,
+            methods="".join(methods),
+        )
+        return text.rstrip("\n") + "\n"
+
+    @property
+    def effects_class_name(self) -> str:
+        return pascal(self.c.name) + "Effects"
+
+    def _effect_method(self, effect: Any, event_models: dict[str, str]) -> str:
+        name = effect.name
+        call = f'self._effects["{name}"]'
+        doc = f'        """{_one_line(effect.description) or _effect_summary(effect)}"""\n'
+        if len(doc) > 121:
+            doc = f'        """{_effect_summary(effect)}"""\n'
+        if isinstance(effect, Blake3Effect):
+            return (
+                f"\n    async def {name}(self, data: bytes) -> str:\n{doc}"
+                f"        digest: str = await {call}(data)\n        return digest\n"
+            )
+        if isinstance(effect, KafkaEffect):
+            self._need("framework.events.envelope", "OnexEnvelopeV1")
+            model = event_models.get(effect.event) or self.event_model(effect.event)
+            return (
+                f"\n    async def {name}(self, payload: {model}) -> OnexEnvelopeV1:\n{doc}"
+                f"        envelope: OnexEnvelopeV1 = await {call}(_dump(payload))\n        return envelope\n"
+            )
+        if isinstance(effect, HttpEffect):
+            return (
+                f"\n    async def {name}(self, json: Any = None, *, params: dict[str, str] | None = None) -> Any:\n"
+                f"{doc}        return await {call}(json, params=params)\n"
+            )
+        assert isinstance(effect, PostgresEffect)
+        keys = [(k, field_name(k)) for k in effect.key]
+        key_params = ", ".join(f"{py}: Any" for _, py in keys)
+        key_args = ", ".join(f"{k}={py}" if k == py else f"**{{{py_literal(k)}: {py}}}" for k, py in keys)
+        op = effect.operation
+        if op in ("insert", "upsert"):
+            self._need("collections.abc", "Iterable")
+            return (
+                f"\n    async def {name}(self, row: Mapping[str, Any]) -> Mapping[str, Any] | None:\n{doc}"
+                f"        stored: Mapping[str, Any] | None = await {call}(row)\n        return stored\n"
+                f"\n    async def {name}_many(self, rows: Iterable[Mapping[str, Any]]) -> int:\n"
+                f'        """{op.capitalize()} ``rows`` (all with the same columns) in one batch; return how many."""\n'
+                f"        count: int = await {call}.many(rows)\n        return count\n"
+            )
+        if op == "select":
+            return (
+                f"\n    async def {name}(self, *, {key_params}) -> list[Mapping[str, Any]]:\n{doc}"
+                f"        rows: list[Mapping[str, Any]] = await {call}({key_args})\n        return rows\n"
+            )
+        values = "values: Mapping[str, Any], " if op == "update" else ""
+        passed = "values, " if op == "update" else ""
+        return (
+            f"\n    async def {name}(self, {values}*, {key_params}) -> int:\n{doc}"
+            f"        count: int = await {call}({passed}{key_args})\n        return count\n"
+        )
+
+    def _base_class(self, event_models: dict[str, str]) -> str:
+        kind = self.c.node_type
+        kind_base = KIND_BASES[kind]
+        self._need("framework.runtime.kinds", kind_base)
+        self._need("framework.events.envelope", "OnexEnvelopeV1")
+        self._need("abc")
+        members: list[str] = []
+        abstract_note = ""
+        if self.c.effects:
+            members.append(
+                f"\n    @property\n    def typed_effects(self) -> {self.effects_class_name}:\n"
+                f'        """The declared effects, typed."""\n'
+                f"        return {self.effects_class_name}(self.effects)\n"
+            )
+        for event, model in event_models.items():
+            members.append(
+                f"\n    @staticmethod\n    def {snake(event)}_payload(event: OnexEnvelopeV1) -> {model}:\n"
+                f'        """The payload of a ``{event}`` event as its model."""\n'
+                f"        return {model}.model_validate(event.payload)\n"
+            )
+        if kind is not NodeType.COMPUTE:
+            for event in self.c.publishes:
+                model = event_models[event]
+                members.append(
+                    f"\n    async def publish_{snake(event)}(self, payload: {model}) -> OnexEnvelopeV1:\n"
+                    f'        """Publish ``{event}``."""\n'
+                    f'        return await self.publish("{event}", _dump(payload))\n'
+                )
+        if kind is NodeType.COMPUTE:
+            members.append(self._compute(event_models))
+            abstract_note = ": implement ``compute_typed``"
+        elif kind not in _KINDS_WITH_HANDLERS and self.c.subscriptions:
+            typed = self._handlers(event_models, members)
+            abstract_note = ": implement " + ", ".join(f"``{t}``" for t in typed)
+        extras = [] if kind is NodeType.COMPUTE else ["publishers"]
+        if self.c.effects:
+            extras.append("effects")
+        extras_text = "".join(", " + e for e in extras[:-1]) + (" and " + extras[-1] if extras else "")
+        return fill(
+            "base_class.py.tmpl",
+            class_name=pascal(self.c.name) + "Base",
+            kind_base=kind_base,
+            name=self.c.name,
+            extras=extras_text,
+            abstract_note=abstract_note,
+            members="".join(members),
+        )
+
+    def _handlers(self, event_models: dict[str, str], members: list[str]) -> list[str]:
+        by_method: dict[str, list[str]] = {}
+        for sub in self.c.subscriptions:
+            by_method.setdefault(sub.handler, [])
+            if sub.event not in by_method[sub.handler]:
+                by_method[sub.handler].append(sub.event)
+        typed_names: list[str] = []
+        for method, events in by_method.items():
+            lines = [f"\n    async def {method}(self, event: OnexEnvelopeV1) -> None:\n"]
+            lines.append('        """Parse the payload and call the typed handler."""\n')
+            for i, event in enumerate(events):
+                typed = f"handle_{snake(event)}"
+                if typed == method:
+                    typed += "_typed"
+                typed_names.append(typed)
+                call = f"await self.{typed}({event_models[event]}.model_validate(event.payload), event)"
+                if len(events) == 1:
+                    lines.append(f"        {call}\n")
+                else:
+                    lines.append(f'        {"if" if i == 0 else "elif"} event.event_type == "{event}":\n')
+                    lines.append(f"            {call}\n")
+            members.append("".join(lines))
+            for event in events:
+                typed = typed_names[len(typed_names) - len(events) + events.index(event)]
+                members.append(
+                    f"\n    @abc.abstractmethod\n"
+                    f"    async def {typed}(self, payload: {event_models[event]}, event: OnexEnvelopeV1) -> None:\n"
+                    f'        """Handle ``{event}``: ``payload`` is its typed payload, ``event`` its envelope."""\n'
+                )
+        return typed_names
+
+    def _compute(self, event_models: dict[str, str]) -> str:
+        self._need("framework.runtime.kinds", "Emit")
+        c = self.c
+        if c.input_model:
+            source = self._model(None, c.input_model)
+        elif len(c.subscriptions) == 1:
+            source = event_models[c.subscriptions[0].event]
+        else:
+            source = ""
+        if c.output_model:
+            out = self._model(None, c.output_model)
+        elif len(c.publishes) == 1:
+            out = event_models[c.publishes[0]]
+        else:
+            out = ""
+        param = source or "dict[str, Any]"
+        parsed = f"{source}.model_validate(payload)" if source else "payload"
+        returns = f"{out} | list[Emit]" if out else "list[Emit]"
+        convert = (
+            "        if isinstance(result, list):\n            return result\n        return _dump(result)\n"
+            if out
+            else "        return result\n"
+        )
+        return (
+            "\n    def compute(self, payload: dict[str, Any]) -> dict[str, Any] | list[Emit]:\n"
+            '        """Parse the input, run ``compute_typed``, and hand its output back as JSON."""\n'
+            f"        result = self.compute_typed({parsed})\n{convert}"
+            "\n    @abc.abstractmethod\n"
+            f"    def compute_typed(self, payload: {param}) -> {returns}:\n"
+            '        """The computation: the typed input in, the typed output (or a list of ``Emit``) out."""\n'
+        )
+
+
+def _from(module: str, names: set[str]) -> str:
+    ordered = sorted(names, key=lambda n: (not n.isupper() or len(n) == 1, n))
+    ordered = sorted(names)
+    line = f"from {module} import {', '.join(ordered)}"
+    if len(line) <= 120:
+        return line
+    body = "".join(f"    {n},\n" for n in ordered)
+    return f"from {module} import (\n{body})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace('"""', "'''").replace("\\", "/")
+
+
+def _effect_summary(effect: Any) -> str:
+    if isinstance(effect, Blake3Effect):
+        return "blake3: the BLAKE3 hex digest of ``data``."
+    if isinstance(effect, KafkaEffect):
+        return f"kafka: publish ``{effect.event}`` with ``payload``; returns its envelope."
+    if isinstance(effect, HttpEffect):
+        return f"http: {effect.method} {effect.url}; returns the JSON (or text) of the reply."
+    assert isinstance(effect, PostgresEffect)
+    key = ", ".join(effect.key)
+    return {
+        "insert": f"postgres: insert a row into {effect.table}; returns the stored row.",
+        "upsert": f"postgres: insert or update (on {key}) a row of {effect.table}; returns the stored row.",
+        "select": f"postgres: the rows of {effect.table} with the given {key}.",
+        "update": f"postgres: update the rows of {effect.table} with the given {key}; returns how many.",
+        "delete": f"postgres: delete the rows of {effect.table} with the given {key}; returns how many.",
+    }[effect.operation]

@@ -1,0 +1,76 @@
+"""onex new: for every kind, the scaffold validates, generates cleanly, passes its test and runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from framework.cli.main import main
+
+BIN = Path(sys.executable).parent
+KINDS = ["EFFECT", "COMPUTE", "REDUCER", "ORCHESTRATOR", "REGISTRY"]
+
+
+def onex(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [str(BIN / "onex"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def run_until_hosting(contract: str, cwd: Path) -> tuple[int, str]:
+    """Start onex run, wait for its 'onex: hosting' line, then SIGINT it; (exit code, output)."""
+    proc = subprocess.Popen(
+        [str(BIN / "onex"), "run", contract, "--bus", "memory", "--port", "0", "--data-dir", str(cwd / ".onex")],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("onex: hosting") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    return proc.returncode, "".join(lines) + rest
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scaffold_works_straight_away(kind: str, tmp_path: Path) -> None:
+    name = f"my_{kind.lower()}"
+    done = onex("new", name, "--kind", kind, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    contract = f"contracts/{name}.yaml"
+    for args in (["validate", contract], ["generate", "--check", contract], ["test", contract]):
+        done = onex(*args, cwd=tmp_path)
+        assert done.returncode == 0, f"onex {' '.join(args)}: {done.stdout}{done.stderr}"
+    test = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"tests/nodes/test_{name}.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert test.returncode == 0, test.stdout + test.stderr
+    code, output = run_until_hosting(contract, tmp_path)
+    assert "onex: hosting 1 node" in output, output
+    assert code == 0, output
+
+
+def test_names_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new", "BadName", "--kind", "effect", "--dir", str(tmp_path)]) == 2
+    assert "is not snake_case" in capsys.readouterr().err
+    assert main(["new", "taken", "--kind", "compute", "--dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["new", "taken", "--kind", "compute", "--dir", str(tmp_path)]) == 2
+    assert "is taken" in capsys.readouterr().err
