@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
         [str(BIN / "mypy")],
         [str(BIN / "onex"), "schema", "--check"],
         [str(BIN / "onex"), "validate", "--strict"],
+        [str(BIN / "onex"), "generate", "--check"],
     ]
     for cmd in checks:
         if run(cmd) != 0:
