@@ -1,1 +1,0 @@
-"""The shipped OmniNode Bridge nodes, one package each; each runs with python -m nodes.<name>."""
