@@ -4,6 +4,7 @@ unexpected prints one line and how to get details (``ONEX_DEBUG=1``)."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import traceback
@@ -11,8 +12,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from framework import __version__
-from framework.cli import db, generate, graph, migrate, new, run, schema, stamp, up, validate, verify
-from framework.cli import hash as hash_cmd
+from framework.cli import db, generate, graph, migrate, new, run, schema, up, validate
 from framework.cli import test as test_cmd
 from framework.errors import OnexError, UsageError
 
@@ -24,9 +24,6 @@ COMMANDS: list[ModuleType] = [
     up,
     migrate,
     db,
-    hash_cmd,
-    stamp,
-    verify,
     generate,
     new,
     graph,
@@ -34,6 +31,15 @@ COMMANDS: list[ModuleType] = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+#: Packages contribute subcommands as entry points of this group (module with add_parser and run): the shipped
+#: stamping node adds hash, stamp and verify. The framework never imports a node by name.
+PLUGIN_GROUP = "onex.commands"
+
+
+def plugin_commands() -> list[ModuleType]:
+    found = sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
+    return [ep.load() for ep in found]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"onex {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    for module in [*COMMANDS, *plugin_commands()]:
         module.add_parser(sub)
     return parser
 

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         print(f"wrote {target}")
-    for package in ("nodes", "tests", "tests/nodes"):
+    # nodes/ stays a namespace package (no __init__.py), so a project's nodes and the shipped ones can both import.
+    for package in ("tests", "tests/nodes"):
         init = root / package / "__init__.py"
         if not init.exists():
             init.write_text("", encoding="utf-8")

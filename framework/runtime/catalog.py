@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from framework.adapters.blake3_hasher import hash_bytes_async
+from framework.adapters.hashing import hash_bytes_async
 from framework.adapters.http_effect import HttpEffect
 from framework.contract.spec import Blake3Effect, Contract, KafkaEffect, NodeType
 from framework.contract.spec import HttpEffect as HttpEffectSpec

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from framework.adapters.blake3_hasher import hash_bytes_async
+from framework.adapters.hashing import hash_bytes_async
 from framework.adapters.memory_fsm_store import MemoryFSMStore
 from framework.contract.findings import Level
 from framework.contract.loader import Document
@@ -67,6 +67,9 @@ class CapturingBus:
         self, topic: str, envelope: OnexEnvelopeV1, *, key: bytes | None = None, headers: Headers = ()
     ) -> None:
         self.published.append(CapturedEvent(topic, envelope))
+
+    async def publish_many(self, topic: str, envelopes: Sequence[OnexEnvelopeV1], *, headers: Headers = ()) -> None:
+        self.published.extend(CapturedEvent(topic, e) for e in envelopes)
 
     async def subscribe(
         self, topics: Sequence[str], *, group: str, handler: Handler, policy: DeliveryPolicy | None = None

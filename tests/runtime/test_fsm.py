@@ -758,8 +758,13 @@ async def test_workflow_fails_from_pending_and_needs_an_error_to_report() -> Non
 
 
 async def test_aggregation_collects_flushes_retries_and_gives_up() -> None:
-    instance = await FSMEngine(load_shipped("aggregation"), MemoryFSMStore()).create("batch-1", {"item_count": 0})
-    assert (await instance.fire("item")).transition == "first_item"
+    batch = {"item_count": 0, "batch_id": "b1", "aggregation_type": "NAMESPACE_GROUPING"}
+    instance = await FSMEngine(load_shipped("aggregation"), MemoryFSMStore()).create("batch-1", batch)
+    started = await instance.fire("item")
+    assert started.transition == "first_item"
+    assert started.emitted == (
+        Emitted("aggregation-started", {"batch_id": "b1", "aggregation_type": "NAMESPACE_GROUPING"}),
+    )
     assert (await instance.fire("item", {"item_count": 2})).transition == "more_items"
     assert instance.state == "aggregating"
     with pytest.raises(TransitionNotAllowed, match="'flush' requires item_count > 0"):
@@ -767,8 +772,10 @@ async def test_aggregation_collects_flushes_retries_and_gives_up() -> None:
     assert (await instance.fire("flush")).state == "persisting"
     retried = await instance.fire("persist_failed", {"attempts": 1, "max_attempts": 3})
     assert (retried.transition, retried.state) == ("retry_persist", "persisting")
-    persisted = await instance.fire("persisted")
-    assert (persisted.state, persisted.emitted) == ("idle", (Emitted("aggregation-completed", {}),))
+    persisted = await instance.fire("persisted", {"group_count": 1, "duration_ms": 5.0})
+    completed = {**batch, "items": 2, "groups": 1, "duration_ms": 5.0}
+    del completed["item_count"]
+    assert (persisted.state, persisted.emitted) == ("idle", (Emitted("aggregation-completed", completed),))
 
     await instance.fire("item")
     await instance.fire("flush", {"item_count": 1})
@@ -779,8 +786,9 @@ async def test_aggregation_collects_flushes_retries_and_gives_up() -> None:
 
 async def test_registration_follows_heartbeats_and_expires() -> None:
     instance = await FSMEngine(load_shipped("registration"), MemoryFSMStore()).create("node-1")
-    registered = await instance.fire("introspection")
-    assert (registered.state, registered.emitted) == ("healthy", (Emitted("node-registered", {}),))
+    who = {"node_id": "node-1", "node_type": "EFFECT"}
+    registered = await instance.fire("introspection", who)
+    assert (registered.state, registered.emitted) == ("healthy", (Emitted("node-registered", who),))
     with pytest.raises(GuardEvaluationError, match=r"guard of transition 'heartbeat_ok'.*unknown name 'health_status'"):
         await instance.fire("heartbeat")
     assert (await instance.fire("heartbeat", {"health_status": "degraded"})).transition == "heartbeat_bad"
@@ -788,4 +796,5 @@ async def test_registration_follows_heartbeats_and_expires() -> None:
     assert (await instance.fire("heartbeat", {"health_status": "healthy"})).state == "healthy"
     assert (await instance.fire("introspection")).transition == "refresh"
     expired = await instance.fire("ttl_elapsed")
-    assert (expired.state, instance.terminal, instance.allowed_triggers()) == ("expired", True, [])
+    # Not terminal: an expired node that introspects again registers anew.
+    assert (expired.state, instance.terminal, instance.allowed_triggers()) == ("expired", False, ["introspection"])

@@ -1,0 +1,200 @@
+"""The bridge orchestrator with the metadata stamping node, on the embedded PostgreSQL and Kafka, and a small local
+OnexTree service that is up, down or slow."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from framework.adapters.kafka_bus import KafkaEventBus
+from framework.contract.validate import load_contract
+from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import Message
+from framework.runtime.config import Settings
+from framework.runtime.host import Host
+
+ROOT = Path(__file__).resolve().parents[3]
+CONTRACTS = [ROOT / "contracts" / "metadata_stamping.yaml", ROOT / "contracts" / "bridge_orchestrator.yaml"]
+
+
+class OnexTree:
+    """A stand-in of the OnexTree service on 127.0.0.1: answers at once, or after ``delay_s``."""
+
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+        self.calls = 0
+
+    async def intelligence(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        body = await request.json()
+        await asyncio.sleep(self.delay_s)
+        return web.json_response({"data": {"file_hash": body["file_hash"], "patterns": ["config"]}})
+
+
+@pytest.fixture
+async def onextree() -> AsyncIterator[tuple[OnexTree, str]]:
+    service = OnexTree()
+    app = web.Application()
+    app.router.add_post("/intelligence", service.intelligence)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield service, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def bridge(
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    tmp_path: Path,
+    onextree: tuple[OnexTree, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Host, str, OnexTree]]:
+    service, url = onextree
+    monkeypatch.setenv("ONEXTREE_URL", url)
+    env = f"b{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        service_port=0, env=env, data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, postgres_dsn=postgres_dsn
+    )
+    async with Host([load_contract(p) for p in CONTRACTS], settings) as host:
+        yield host, env, service
+
+
+async def post(host: Host, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.post(f"{host.endpoints.http}/workflow", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+def request(**extra: Any) -> dict[str, Any]:
+    return {"content": f"hello {uuid.uuid4()}", "namespace": "bridge.tests", **extra}
+
+
+async def test_post_workflow_runs_the_stamping_workflow(bridge: tuple[Host, str, OnexTree]) -> None:
+    host, _, service = bridge
+    status, body = await post(host, request(file_path="a.txt"))
+    assert status == 200, body
+    data = body["data"]
+    assert data["state"] == "completed" and data["intelligence"] == "skipped"
+    assert len(data["file_hash"]) == 64 and data["stamp_id"]
+    assert [(s["step"], s["status"]) for s in data["steps"]] == [
+        ("validate_input", "completed"),
+        ("hash_generation", "completed"),
+        ("onextree_intelligence", "skipped"),
+        ("stamp_creation", "completed"),
+        ("event_publishing", "completed"),
+    ]
+    assert service.calls == 0
+
+
+async def test_intelligence_is_received_when_the_service_answers(bridge: tuple[Host, str, OnexTree]) -> None:
+    host, _, service = bridge
+    status, body = await post(host, request(enable_intelligence=True))
+    assert status == 200, body
+    assert body["data"]["intelligence"] == "received"
+    assert body["data"]["intelligence_data"]["patterns"] == ["config"]
+    assert service.calls == 1
+
+
+async def test_a_slow_service_means_no_intelligence_not_a_failure(bridge: tuple[Host, str, OnexTree]) -> None:
+    host, _, service = bridge
+    service.delay_s = 5.0
+    status, body = await post(host, request(enable_intelligence=True))
+    assert status == 200, body
+    assert body["data"]["state"] == "completed" and body["data"]["intelligence"] == "unavailable"
+    assert body["data"]["stamp_id"]
+
+
+async def test_a_service_that_is_down_means_no_intelligence_and_opens_the_circuit(
+    bridge: tuple[Host, str, OnexTree],
+) -> None:
+    host, _, _ = bridge
+    node = next(n for n in host.nodes if n.name == "bridge_orchestrator")
+    client = node.onextree  # type: ignore[attr-defined]
+    client.base_url = f"http://127.0.0.1:{closed_port()}"
+    for _ in range(4):
+        status, body = await post(host, request(enable_intelligence=True))
+        assert status == 200, body
+        assert body["data"]["state"] == "completed" and body["data"]["intelligence"] == "unavailable"
+    assert client.breaker.state == "open"
+
+
+async def test_invalid_requests_and_failed_workflows(bridge: tuple[Host, str, OnexTree]) -> None:
+    host, _, _ = bridge
+    status, body = await post(host, {"namespace": "x"})
+    assert status == 400 and body["error"] == "invalid_request"
+    status, body = await post(host, request(content="%%%not base64", encoding="base64"))
+    assert status == 422 and body["data"]["state"] == "failed"
+    assert "validate_input" in body["data"]["error"]
+
+
+async def test_command_topic_starts_workflows_and_all_nine_events_are_published(
+    bridge: tuple[Host, str, OnexTree], kafka_bootstrap: str
+) -> None:
+    _, env, _ = bridge
+    names = [
+        "stamp-workflow-started",
+        "stamp-workflow-completed",
+        "stamp-workflow-failed",
+        "workflow-step-completed",
+        "onextree-intelligence-requested",
+        "onextree-intelligence-received",
+        "metadata-stamp-created",
+        "blake3-hash-generated",
+        "workflow-state-transition",
+    ]
+    seen: dict[str, list[OnexEnvelopeV1]] = {n: [] for n in names}
+    changed = asyncio.Event()
+
+    async def collect(message: Message) -> None:
+        seen[message.envelope.event_type].append(message.envelope)
+        changed.set()
+
+    async with KafkaEventBus(kafka_bootstrap) as client:
+        topics = [f"{env}.omninode_bridge.onex.evt.{n}.v1" for n in names]
+        sub = await client.subscribe(topics, group=f"{env}-check", handler=collect)
+        command = OnexEnvelopeV1(
+            event_type="stamp-workflow-requested",
+            source_node_id="tests",
+            source_service="tests",
+            source_version="1.0.0",
+            payload=request(enable_intelligence=True),
+        )
+        await client.publish(f"{env}.omninode_bridge.onex.cmd.stamp-workflow-requested.v1", command)
+        bad = OnexEnvelopeV1(
+            event_type="stamp-workflow-requested",
+            source_node_id="tests",
+            source_service="tests",
+            source_version="1.0.0",
+            payload=request(content="%%%", encoding="base64"),
+        )
+        await client.publish(f"{env}.omninode_bridge.onex.cmd.stamp-workflow-requested.v1", bad)
+        async with asyncio.timeout(60):
+            while not all(seen[n] for n in names):
+                changed.clear()
+                await changed.wait()
+        await sub.stop()
+    [completed] = seen["stamp-workflow-completed"]
+    [failed] = seen["stamp-workflow-failed"]
+    assert completed.correlation_id == command.event_id
+    assert failed.correlation_id == bad.event_id and "validate_input" in failed.payload["error"]
+    assert seen["onextree-intelligence-received"][0].payload["available"] is True

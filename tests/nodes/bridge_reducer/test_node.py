@@ -1,0 +1,184 @@
+"""The bridge reducer end to end: hosted on the embedded Kafka and PostgreSQL, stamps and workflows in, rows of
+bridge_states and bridge-state-updated / aggregation events out."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from framework.adapters.kafka_bus import KafkaEventBus
+from framework.contract.spec import Contract
+from framework.contract.validate import load_contract
+from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import Message
+from framework.runtime.config import Settings
+from framework.runtime.host import Host
+from nodes.bridge_reducer.node import NodeBridgeReducer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self.arrived.set()
+
+    async def wait_for(self, count: int, timeout: float = 60.0) -> list[Message]:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.messages
+
+    async def quiet(self) -> None:
+        """Consume on until nothing more arrives for a while (bounded), so that a duplicate would show."""
+        for _ in range(20):
+            before = len(self.messages)
+            await asyncio.sleep(0.25)
+            if len(self.messages) == before:
+                return
+
+
+def reducer_contract(batch_size: int) -> Contract:
+    """The shipped contract, under a name of its own (its batch FSM instance) and with a small batch."""
+    contract = load_contract(ROOT / "contracts" / "bridge_reducer.yaml")
+    subs = contract.subcontracts
+    assert subs.aggregation is not None
+    aggregation = subs.aggregation.model_copy(update={"batch_size": batch_size})
+    return contract.model_copy(
+        update={
+            "name": f"bridge_reducer_{uuid.uuid4().hex[:8]}",
+            "subcontracts": subs.model_copy(update={"aggregation": aggregation}),
+        }
+    )
+
+
+def stamp(namespace: str, size: int, content_type: str, file_hash: str | None = None) -> OnexEnvelopeV1:
+    return OnexEnvelopeV1(
+        event_type="metadata-stamp-created",
+        source_node_id="test",
+        source_service="tests",
+        source_version="1.0.0",
+        partition_key=file_hash,
+        payload={
+            "stamp_id": str(uuid.uuid4()),
+            "file_hash": file_hash or hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+            "namespace": namespace,
+            "file_size": size,
+            "content_type": content_type,
+            "created_at": datetime(2025, 1, 1, 0, 0, 30, tzinfo=UTC).isoformat(),
+        },
+    )
+
+
+@pytest.fixture
+async def client_bus(kafka_bootstrap: str) -> AsyncIterator[KafkaEventBus]:
+    async with KafkaEventBus(kafka_bootstrap) as bus:
+        yield bus
+
+
+async def test_stamps_and_workflows_fold_into_isolated_namespaces_once_each(
+    kafka_bootstrap: str, postgres_dsn: str, client_bus: KafkaEventBus, tmp_path: Path
+) -> None:
+    env = f"t{uuid.uuid4().hex[:10]}"
+    ns_a, ns_b = f"a_{uuid.uuid4().hex[:8]}", f"b_{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        service_port=0, env=env, data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, postgres_dsn=postgres_dsn
+    )
+
+    def topic(event: str) -> str:
+        return f"{env}.omninode_bridge.onex.evt.{event}.v1"
+
+    seen = {e: Collector() for e in ("bridge-state-updated", "aggregation-started", "aggregation-completed")}
+    workflow_id = str(uuid.uuid4())
+    first = stamp(ns_a, 100, "text/plain")
+    sent = [
+        first,
+        stamp(ns_a, 2000, "application/json"),
+        stamp(ns_b, 50, "text/plain"),
+        first,  # redelivered: the same event id again
+        # Same key as the redelivered one, so the same partition, handled after it: when its update is out, the
+        # redelivery has been handled too.
+        stamp(ns_b, 10, "text/plain", file_hash=first.payload["file_hash"]),
+    ]
+    async with Host([reducer_contract(batch_size=3)], settings) as host:
+        assert isinstance(host.nodes[0], NodeBridgeReducer)
+        subs = [await client_bus.subscribe([topic(e)], group=f"{env}-check-{e}", handler=c) for e, c in seen.items()]
+        for envelope in sent:
+            await client_bus.publish(topic("metadata-stamp-created"), envelope)
+        completed = OnexEnvelopeV1(
+            event_type="stamp-workflow-completed",
+            source_node_id="test",
+            source_service="tests",
+            source_version="1.0.0",
+            payload={"workflow_id": workflow_id, "completed_steps": 3, "namespace": ns_a, "file_size": 100},
+        )
+        await client_bus.publish(topic("stamp-workflow-completed"), completed)
+        # 4 stamps counted, by 4 strategies (namespace, time window, file type, size) + 1 workflow group.
+        await seen["bridge-state-updated"].wait_for(17)
+        # Batches close at batch_size (3) items or after flush_interval_ms: 5 items counted in all, in 2 or more.
+        closed = seen["aggregation-completed"]
+        async with asyncio.timeout(60):
+            while True:
+                closed.arrived.clear()
+                if sum(m.envelope.payload["items"] for m in closed.messages) >= 5:
+                    break
+                await closed.arrived.wait()
+        await seen["bridge-state-updated"].quiet()
+        for sub in subs:
+            await sub.stop()
+
+    connection = await asyncpg.connect(postgres_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT * FROM bridge_states WHERE namespace = ANY($1::text[]) ORDER BY 1, 2, 3", [ns_a, ns_b]
+        )
+    finally:
+        await connection.close()
+    table = {(r["namespace"], r["aggregation_type"], r["group_key"]): r for r in rows}
+    window = "2025-01-01T00:00:00+00:00"
+    assert {k: (r["total_items"], r["total_size_bytes"]) for k, r in table.items()} == {
+        (ns_a, "NAMESPACE_GROUPING", ns_a): (2, 2100),
+        (ns_a, "TIME_WINDOW", window): (2, 2100),
+        (ns_a, "FILE_TYPE_GROUPING", "text/plain"): (1, 100),
+        (ns_a, "FILE_TYPE_GROUPING", "application/json"): (1, 2000),
+        (ns_a, "SIZE_BUCKETS", "le_1024"): (1, 100),
+        (ns_a, "SIZE_BUCKETS", "le_65536"): (1, 2000),
+        (ns_a, "WORKFLOW_GROUPING", workflow_id): (1, 100),
+        (ns_b, "NAMESPACE_GROUPING", ns_b): (2, 60),
+        (ns_b, "TIME_WINDOW", window): (2, 60),
+        (ns_b, "FILE_TYPE_GROUPING", "text/plain"): (2, 60),
+        (ns_b, "SIZE_BUCKETS", "le_1024"): (2, 60),
+    }
+    state_a = table[(ns_a, "NAMESPACE_GROUPING", ns_a)]["state"]
+    assert json.loads(state_a) == {"content_types": {"text/plain": 1, "application/json": 1}}
+    assert table[(ns_a, "TIME_WINDOW", window)]["window_start"] == datetime(2025, 1, 1, tzinfo=UTC)
+
+    updates = [m.envelope for m in seen["bridge-state-updated"].messages]
+    assert len(updates) == 17  # nothing for the redelivered event
+    last: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for update in updates:
+        p = update.payload
+        last[(p["namespace"], p["aggregation_type"], p["group_key"])] = p
+        assert update.partition_key == p["namespace"]
+    assert {k: (p["total_items"], p["total_size"]) for k, p in last.items()} == {
+        k: (r["total_items"], r["total_size_bytes"]) for k, r in table.items()
+    }
+    batches = [m.envelope.payload for m in seen["aggregation-completed"].messages]
+    assert sum(b["items"] for b in batches) == 5  # the redelivered event is not counted in a batch either
+    assert all(0 < b["items"] <= 3 and b["aggregation_type"] == "NAMESPACE_GROUPING" for b in batches)
+    started = {m.envelope.payload["batch_id"] for m in seen["aggregation-started"].messages}
+    assert {b["batch_id"] for b in batches} == started

@@ -1,0 +1,337 @@
+"""The stamping API on a running host, over the embedded PostgreSQL and Kafka: answers, stored rows, and the events
+that reach Kafka (envelope and CloudEvents headers)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from blake3 import blake3
+
+from framework.adapters.kafka_bus import KafkaEventBus
+from framework.contract.validate import load_contract
+from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import Message
+from framework.runtime.config import Settings
+from framework.runtime.host import Host
+from nodes.metadata_stamping.node import MetadataStampingNode
+from nodes.metadata_stamping.openapi import PREFIX
+
+from .samples import BINARY, TEXT
+
+ROOT = Path(__file__).resolve().parents[3]
+UNIFIED_KEYS = {"status", "data", "error", "message", "metadata"}
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self.arrived.set()
+
+    async def wait_for(self, count: int, timeout: float = 60.0) -> list[Message]:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.messages
+
+    async def wait_until(self, ok: Any, timeout: float = 60.0) -> list[Message]:
+        """Messages that satisfy ``ok``, once there is one (a new group may also read older messages)."""
+        async with asyncio.timeout(timeout):
+            while not (found := [m for m in self.messages if ok(m)]):
+                self.arrived.clear()
+                await self.arrived.wait()
+        return found
+
+
+class Service:
+    def __init__(self, host: Host, http: aiohttp.ClientSession, bus: KafkaEventBus, env: str) -> None:
+        self.host = host
+        self.http = http
+        self.bus = bus
+        self.env = env
+        self.base = host.endpoints.http + PREFIX
+
+    @property
+    def node(self) -> MetadataStampingNode:
+        node = self.host.nodes[0]
+        assert isinstance(node, MetadataStampingNode)
+        return node
+
+    def topic(self, event: str, cls: str = "evt") -> str:
+        return f"{self.env}.omninode_bridge.onex.{cls}.{event}.v1"
+
+    async def listen(self, event: str) -> Collector:
+        collector = Collector()
+        sub = await self.bus.subscribe([self.topic(event)], group=f"check-{uuid.uuid4().hex[:8]}", handler=collector)
+        self._subs.append(sub)
+        return collector
+
+    _subs: list[Any] = []
+
+    async def post(self, path: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        kwargs: dict[str, Any] = {"data": io.BytesIO(raw)} if raw is not None else {"json": body}
+        async with self.http.post(self.base + path, **kwargs) as resp:
+            answer = await resp.json()
+            return resp.status, answer
+
+    async def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        async with self.http.get(self.base + path) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.fixture(scope="module")
+async def service(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Service]:
+    env = f"t{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        service_port=0,
+        env=env,
+        data_dir=tmp_path_factory.mktemp("stamping"),
+        kafka_bootstrap_servers=kafka_bootstrap,
+        postgres_dsn=postgres_dsn,
+    )
+    async with (
+        Host([load_contract(ROOT / "contracts" / "metadata_stamping.yaml")], settings) as host,
+        aiohttp.ClientSession() as http,
+        KafkaEventBus(kafka_bootstrap) as bus,
+    ):
+        svc = Service(host, http, bus, env)
+        svc._subs = []
+        yield svc
+        for sub in svc._subs:
+            await sub.stop()
+
+
+def ns() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}.stamps"
+
+
+def assert_unified(answer: dict[str, Any], status: str) -> None:
+    assert set(answer) == UNIFIED_KEYS
+    assert answer["status"] == status
+    assert set(answer["metadata"]) == {"request_id", "duration_ms"} and answer["metadata"]["request_id"]
+
+
+async def test_stamp_is_stored_and_announced_through_kafka(service: Service) -> None:
+    created = await service.listen("metadata-stamp-created")
+    namespace = ns()
+    status, answer = await service.post("/stamp", {"content": TEXT["py"], "namespace": namespace, "file_path": "a.py"})
+    assert status == 200, answer
+    assert_unified(answer, "success")
+    data = answer["data"]
+    assert data["file_hash"] == blake3(TEXT["py"].encode()).hexdigest() and data["created"] is True
+    assert data["stamped_content"].startswith("#!/usr/bin/env python3\n# ONEX:uid=" + data["stamp_id"])
+    # Stamping the stamped content: same hash, same id, not created again; only the timestamp moves.
+    status, again = await service.post("/stamp", {"content": data["stamped_content"], "namespace": namespace})
+    assert again["data"]["file_hash"] == data["file_hash"] and again["data"]["stamp_id"] == data["stamp_id"]
+    assert again["data"]["created"] is False and again["data"]["version"] == 2
+
+    got = await created.wait_until(lambda m: m.envelope.payload["namespace"] == namespace)
+    envelope = got[0].envelope
+    assert envelope.event_type == "metadata-stamp-created" and envelope.source_service == "metadata_stamping"
+    assert envelope.payload["file_hash"] == data["file_hash"] and envelope.payload["namespace"] == namespace
+    assert envelope.partition_key == data["file_hash"] and envelope.environment == service.env
+    headers = dict(got[0].headers)
+    assert headers["ce_type"] == b"omninode.metadata-stamp-created.v1"
+    assert headers["ce_id"] == str(envelope.event_id).encode() and headers["ce_specversion"] == b"1.0"
+    assert got[0].key == data["file_hash"].encode()
+
+    status, found = await service.get(f"/stamp/{data['file_hash']}?namespace={namespace}")
+    assert status == 200 and found["data"]["id"] == data["stamp_id"] and found["data"]["version"] == 2
+
+
+@pytest.mark.parametrize("name", ["md", "js", "css", "html", "crlf.txt"])
+async def test_validate_round_trip_per_text_type(service: Service, name: str) -> None:
+    namespace = ns()
+    path = name if "." in name else f"file.{name}"
+    _, stamped = await service.post(
+        "/stamp", {"content": TEXT[name], "namespace": namespace, "file_path": path, "rich": name == "md"}
+    )
+    content = stamped["data"]["stamped_content"]
+    _, valid = await service.post("/validate", {"content": content, "file_path": path, "namespace": namespace})
+    assert valid["data"]["status"] == "valid" and valid["data"]["stored"]["id"] == stamped["data"]["stamp_id"]
+    _, tampered = await service.post("/validate", {"content": content + "x", "file_path": path})
+    assert tampered["data"]["status"] == "tampered" and tampered["data"]["stamps"][0]["status"] == "tampered"
+    _, missing = await service.post("/validate", {"content": TEXT[name] + "y", "file_path": path})
+    assert missing["data"]["status"] == "missing"
+
+
+@pytest.mark.parametrize("ext", ["png", "pdf", "mp3", "mkv", "zip"])
+async def test_binary_content_is_hashed_and_stored_never_modified(service: Service, ext: str) -> None:
+    namespace = ns()
+    body = {"content": base64.b64encode(BINARY[ext]).decode(), "encoding": "base64", "namespace": namespace}
+    _, answer = await service.post("/stamp", {**body, "file_path": f"f.{ext}"})
+    data = answer["data"]
+    assert data["stamped_content"] is None and data["file_hash"] == blake3(BINARY[ext]).hexdigest()
+    assert data["file_type"]["binary"] is True and data["file_type"]["mismatch"] is False
+    _, valid = await service.post("/validate", {**body, "file_path": f"f.{ext}"})
+    assert valid["data"]["status"] == "valid"  # its stamp is the stored one
+    _, mismatch = await service.post("/stamp", {**body, "file_path": "f.txt"})
+    assert mismatch["data"]["file_type"]["mismatch"] is True and mismatch["data"]["stamped_content"] is None
+
+
+async def test_hash_records_metrics_and_events(service: Service) -> None:
+    generated = await service.listen("blake3-hash-generated")
+    content = "hash me " + uuid.uuid4().hex
+    status, answer = await service.post("/hash", {"content": content, "namespace": "t.hash"})
+    assert status == 200 and answer["data"]["file_hash"] == blake3(content.encode()).hexdigest()
+    # The orchestrator's in-process call gives the same answer.
+    direct = await service.node.hash({"content": content})
+    assert direct["file_hash"] == answer["data"]["file_hash"] and direct["file_size"] == len(content)
+    got = await generated.wait_until(lambda m: m.envelope.payload["file_hash"] == answer["data"]["file_hash"])
+    assert got[0].envelope.payload["file_size"] == len(content)
+    await service.node.recorder.flush()
+    async with service.node.transaction() as tx:
+        rows = await tx.fetchval("SELECT count(*) FROM hash_metrics WHERE namespace = 't.hash'")
+    assert rows >= 1
+
+
+async def test_batch_reports_partial_and_announces(service: Service) -> None:
+    processed = await service.listen("metadata-batch-processed")
+    namespace = ns()
+    items = [
+        {"content": "one", "namespace": namespace},
+        {"content": "two", "namespace": "NOT VALID"},
+        {"content": "three", "namespace": namespace, "file_path": "../../etc/passwd"},
+        {"content": "four", "namespace": namespace},
+    ]
+    status, answer = await service.post("/batch", {"items": items})
+    assert status == 200
+    assert_unified(answer, "partial")
+    assert [r["status"] for r in answer["data"]["results"]] == ["success", "error", "error", "success"]
+    got = await processed.wait_until(lambda m: m.envelope.payload["namespace"] == namespace)
+    assert got[0].envelope.payload | {"batch_id": None} == {
+        "batch_id": None,
+        "namespace": namespace,
+        "total": 4,
+        "succeeded": 2,
+        "failed": 2,
+    }
+    _, listed = await service.get(f"/namespace/{namespace}?limit=1")
+    assert listed["data"]["total"] == 2 and len(listed["data"]["items"]) == 1 and listed["data"]["next_offset"] == 1
+    status, all_bad = await service.post("/batch", {"items": [{"content": "x"}]})
+    assert status == 422 and all_bad["status"] == "error"
+
+
+async def test_namespaces_are_isolated(service: Service) -> None:
+    first, second = ns(), ns()
+    _, stamped = await service.post("/stamp", {"content": "secret", "namespace": first})
+    digest = stamped["data"]["file_hash"]
+    status, _ = await service.get(f"/stamp/{digest}?namespace={second}")
+    assert status == 404
+    _, listed = await service.get(f"/namespace/{second}")
+    assert listed["data"]["items"] == []
+    status, _ = await service.get(f"/stamp/{digest}?namespace={first}")
+    assert status == 200
+
+
+async def test_stamp_requested_command_is_handled(service: Service) -> None:
+    created = await service.listen("metadata-stamp-created")
+    namespace = ns()
+    command = OnexEnvelopeV1(
+        event_type="stamp-requested",
+        source_node_id="test",
+        source_service="tests",
+        source_version="1.0.0",
+        payload={"content": "by command", "namespace": namespace},
+    )
+    await service.bus.publish(service.topic("stamp-requested", "cmd"), command)
+    got = await created.wait_until(lambda m: m.envelope.payload["namespace"] == namespace)
+    mine = [m.envelope for m in got]
+    assert mine[0].correlation_id == command.event_id and mine[0].causation_id == command.event_id
+
+
+async def test_protocol_validation(service: Service) -> None:
+    _, stamped = await service.post("/stamp", {"content": "text", "namespace": ns(), "rich": True})
+    status, answer = await service.post("/validate-protocol", {"content": stamped["data"]["stamped_content"]})
+    assert status == 200 and answer["data"]["compliant"] is True
+    _, bad = await service.post("/validate-protocol", {"content": "# ONEX:uid=x,hash=y,ts=z\n"})
+    assert bad["data"]["compliant"] is False
+    status, none = await service.post("/validate-protocol", {"content": "no stamp"})
+    assert status == 422 and none["error"] == "no_stamp"
+
+
+BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
+    ("/stamp", b"{not json", 400, "invalid_json"),
+    ("/stamp", [1, 2], 422, "invalid_request"),
+    ("/stamp", {"content": 5, "namespace": "a"}, 422, "invalid_request"),
+    ("/stamp", {"content": "x"}, 422, "invalid_request"),
+    ("/stamp", {"content": "x", "namespace": "a", "extra": 1}, 422, "invalid_request"),
+    ("/stamp", {"content": "x", "namespace": "Upper.Case"}, 422, "invalid_request"),
+    ("/stamp", {"content": "x", "namespace": "a" * 300}, 422, "invalid_request"),
+    ("/stamp", {"content": "x", "namespace": "a", "file_path": "../../etc/passwd"}, 422, "path_traversal"),
+    ("/stamp", {"content": "x", "namespace": "a", "file_path": "/etc/passwd"}, 422, "path_traversal"),
+    ("/stamp", {"content": "x", "namespace": "a", "file_path": "a\\..\\..\\b"}, 422, "path_traversal"),
+    ("/stamp", {"content": "!!", "encoding": "base64", "namespace": "a"}, 422, "invalid_content"),
+    ("/hash", {"content": "x", "encoding": "utf-16"}, 422, "invalid_request"),
+    ("/validate", {}, 422, "invalid_request"),
+    ("/batch", {"items": []}, 422, "invalid_request"),
+    ("/batch", {"items": [{"content": "x", "namespace": "a"}] * 101}, 422, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "http_status", "code"), BAD_REQUESTS)
+async def test_bad_requests_are_4xx_in_the_unified_format(
+    service: Service, path: str, body: Any, http_status: int, code: str
+) -> None:
+    if isinstance(body, bytes):
+        status, answer = await service.post(path, raw=body)
+    else:
+        status, answer = await service.post(path, body)
+    assert status == http_status, answer
+    assert_unified(answer, "error")
+    assert answer["error"] == code and answer["message"]
+
+
+async def test_oversize_bodies_and_bad_lookups(service: Service) -> None:
+    status, answer = await service.post("/hash", raw=b'{"content": "' + b"x" * (17 * 1024 * 1024) + b'"}')
+    assert status == 413 and answer["error"] == "payload_too_large"
+    for path, expected in [
+        ("/stamp/NOTAHASH", 422),
+        (f"/stamp/{'0' * 64}?namespace=Bad!", 422),
+        (f"/stamp/{'0' * 64}", 404),
+        ("/namespace/Bad!", 422),
+        ("/namespace/ok?limit=0", 422),
+        ("/namespace/ok?offset=-1", 422),
+        ("/nothing-here", 404),
+    ]:
+        status, answer = await service.get(path)
+        assert status == expected, (path, answer)
+        assert_unified(answer, "error")
+
+
+async def test_health_metrics_openapi_and_docs(service: Service) -> None:
+    status, health = await service.get("/health")
+    assert status == 200 and health["data"]["database_circuit"] == "closed" and health["data"]["handlers"] >= 25
+    async with service.http.get(service.base + "/metrics") as resp:
+        assert resp.status == 200 and "onex_stamping_hashes_total" in await resp.text()
+    async with service.http.get(service.base + "/openapi.json") as resp:
+        document = await resp.json()
+    assert document["openapi"].startswith("3.1") and f"{PREFIX}/batch" in document["paths"]
+    async with service.http.get(service.base + "/docs") as resp:
+        page = await resp.text()
+    assert resp.status == 200 and "Metadata stamping API" in page
+    assert "http://" not in page and "https://" not in page  # nothing from a CDN
+
+
+async def test_orchestrator_calls_work_inside_and_outside_a_transaction(service: Service) -> None:
+    node = service.node
+    namespace = ns()
+    outside = await node.stamp({"content": "in-process", "namespace": namespace})
+    async with node.transaction():
+        inside = await node.stamp({"content": "in-process 2", "namespace": namespace})
+    assert outside["created"] and inside["created"]
+    assert set(outside) >= {"stamp_id", "file_hash", "namespace", "stamped_content", "content_type", "created"}
