@@ -173,6 +173,8 @@ class Host(Resource):
             resources=resources,
         )
         self.nodes = [node_class(c)(c, runtime) for c in self.contracts]
+        # Orchestrators reach the nodes hosted beside them by name (workflow steps with a node target).
+        resources["nodes"] = {node.name: node for node in self.nodes}
         topics: set[str] = set()
         for node in self.nodes:
             topics |= node.routes.topics([s.event for s in node.contract.subscriptions] + node.contract.publishes)

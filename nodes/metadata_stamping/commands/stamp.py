@@ -54,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{result.outcome}: {path}{extra}", file=sys.stderr if result.outcome == "error" else sys.stdout)
     progress.close()
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files"
-    print(f"{len(files)} files: {summary}" + (" (dry run: nothing written)" if args.dry_run else ""))
+    noun = "file" if len(files) == 1 else "files"
+    print(f"{len(files)} {noun}: {summary}" + (" (dry run: nothing written)" if args.dry_run else ""))
     return 1 if counts["error"] else 0

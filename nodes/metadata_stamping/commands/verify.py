@@ -50,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     bad = sum(counts[k] for k in FAILURES)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files"
-    print(f"{len(files)} files: {summary}; {'FAILED' if bad else 'OK'}")
+    noun = "file" if len(files) == 1 else "files"
+    print(f"{len(files)} {noun}: {summary}; {'FAILED' if bad else 'OK'}")
     return 1 if bad else 0

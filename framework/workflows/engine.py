@@ -1,0 +1,326 @@
+"""The workflow engine: runs a workflow subcontract as a LlamaIndex Workflow, drives the workflow FSM with the
+steps' outcomes, persists every transition and outcome, bounds the workflows in flight, and resumes unfinished ones.
+
+The FSM (``pending → processing → completed | failed``) is fired with these triggers and context fields:
+
+- ``start`` when the workflow is recorded, with ``workflow_id``, ``workflow_name``, ``total_steps``,
+  ``completed_steps`` and ``skipped_steps`` (0), ``error`` (null);
+- ``succeed`` when every stage went through, with the counts (an optional step that failed or timed out, and a step
+  whose ``when`` did not hold, count as skipped);
+- ``fail`` when a required step failed or timed out, the workflow timed out, or it could not be resumed, with
+  ``error`` and ``failed_step``.
+
+Each transition commits together with the ``workflow_executions`` row and the events it emits (outbox rows, when the
+host has a database); each step outcome with its ``workflow_steps`` row and its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from workflows.errors import WorkflowTimeoutError
+
+from framework.contract.subcontracts import Step
+from framework.contract.subcontracts import Workflow as WorkflowSpec
+from framework.errors import OnexError, TransitionError
+from framework.runtime.fsm import FireResult, FSMEngine, FSMInstance
+from framework.workflows.builder import build_workflow_class, run_workflow
+from framework.workflows.outcome import StepCall, StepOutcome, StepStatus, WorkflowResult
+from framework.workflows.persistence import WorkflowStore
+from framework.workflows.runner import StepRunner
+
+log = logging.getLogger("onex.workflows")
+
+
+class WorkflowBusy(OnexError):
+    """The workflows in flight are at their limit and the queue is full: try again later (HTTP 503)."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class WorkflowHooks(Protocol):
+    """What the engine needs from its orchestrator node."""
+
+    async def invoke_step(self, call: StepCall) -> Any:
+        """Reach the step's target and return its result."""
+        ...
+
+    async def fire(self, instance: FSMInstance, trigger: str, context: dict[str, Any] | None = None) -> FireResult:
+        """Fire the workflow FSM and publish what it emits."""
+        ...
+
+    async def step_finished(self, workflow_id: str, outcome: StepOutcome, results: Mapping[str, Any]) -> None:
+        """Publish what a step's outcome means (called inside the transaction that records it)."""
+        ...
+
+
+@dataclass
+class _Run:
+    workflow_id: str
+    data: dict[str, Any]
+    instance: FSMInstance
+    outcomes: dict[str, StepOutcome] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+
+
+class WorkflowEngine:
+    """One workflow subcontract, run on behalf of ``hooks`` with its FSM on ``fsm`` and its rows in ``store``.
+
+    ``max_in_flight`` workflows run at once (default: the subcontract's); callers beyond it wait in a queue.
+    A caller that passes ``wait=False`` is refused with :class:`WorkflowBusy` when ``max_queued`` are already
+    waiting (default: as many as may run)."""
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        fsm: FSMEngine,
+        store: WorkflowStore,
+        hooks: WorkflowHooks,
+        *,
+        max_in_flight: int | None = None,
+        max_queued: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.fsm = fsm
+        self.store = store
+        self.hooks = hooks
+        self.max_in_flight = max_in_flight or spec.max_in_flight
+        self.max_queued = self.max_in_flight if max_queued is None else max_queued
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._waiting = 0
+        self._running = 0
+        self._runner = StepRunner(spec.steps, hooks.invoke_step)
+        self._order = {s.name: i for i, s in enumerate(spec.steps)}
+        self.workflow_class = build_workflow_class(spec, self._run_step)
+        self._workflow = self.workflow_class(timeout=spec.timeout_ms / 1000)
+
+    # --- admission ------------------------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    async def _admit(self, wait: bool) -> None:
+        if self._slots.locked():
+            if not wait and self._waiting >= self.max_queued:
+                raise WorkflowBusy(
+                    f"workflow '{self.spec.workflow_name}': {self._running} running (limit {self.max_in_flight}) "
+                    f"and {self._waiting} queued (limit {self.max_queued}); retry later"
+                )
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+        self._running += 1
+
+    def _release(self) -> None:
+        self._running -= 1
+        self._slots.release()
+
+    # --- running --------------------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        data: dict[str, Any],
+        *,
+        workflow_id: str | None = None,
+        wait: bool = True,
+        accepted: asyncio.Future[bool] | None = None,
+    ) -> WorkflowResult | None:
+        """Run a new workflow on ``data`` to its end. Returns ``None`` when ``workflow_id`` was already recorded
+        (a redelivered request: that workflow finished, or is resumed after a restart). ``accepted`` is resolved
+        once the workflow is durably recorded (``True``) or found to exist (``False``)."""
+        wid = workflow_id or str(uuid.uuid4())
+        try:
+            await self._admit(wait)
+        except BaseException as exc:
+            if accepted is not None and not accepted.done():
+                accepted.set_exception(exc)
+            raise
+        try:
+            try:
+                run = await self._create(wid, data)
+            except BaseException as exc:
+                if accepted is not None and not accepted.done():
+                    accepted.set_exception(exc)
+                raise
+            if accepted is not None and not accepted.done():
+                accepted.set_result(run is not None)
+            if run is None:
+                return None
+            return await self._execute(run)
+        finally:
+            self._release()
+
+    async def _create(self, wid: str, data: dict[str, Any]) -> _Run | None:
+        context = {
+            "workflow_id": wid,
+            "workflow_name": self.spec.workflow_name,
+            "total_steps": len(self.spec.steps),
+            "completed_steps": 0,
+            "skipped_steps": 0,
+            "error": None,
+        }
+        async with self.store.transaction():
+            if not await self.store.create(wid, self.spec.workflow_name, data):
+                return None
+            instance = FSMInstance(self.fsm, wid, self.fsm.definition.initial_state, context, 0)
+            await self._move(instance, "start", {})
+        return _Run(wid, data, instance)
+
+    async def _move(
+        self,
+        instance: FSMInstance,
+        trigger: str,
+        update: dict[str, Any],
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        fired = await self.hooks.fire(instance, trigger, update)
+        await self.store.set_state(
+            instance.instance_id,
+            fired.state,
+            finished=instance.terminal,
+            error=error,
+            result=result,
+        )
+
+    async def _run_step(self, run: _Run, step: Step) -> StepOutcome:
+        previous = run.outcomes.get(step.name)
+        if previous is not None:  # recorded before a restart: not run again
+            return previous
+        outcome = await self._runner.run(step, run.workflow_id, run.data, run.results)
+        if outcome.status is StepStatus.COMPLETED:
+            run.results[step.name] = outcome.result
+        run.outcomes[step.name] = outcome
+        async with self.store.transaction():
+            await self.store.save_step(run.workflow_id, outcome)
+            await self.hooks.step_finished(run.workflow_id, outcome, run.results)
+        return outcome
+
+    async def _execute(self, run: _Run) -> WorkflowResult:
+        failure: str | None = None
+        failed_step: str | None = None
+        try:
+            stopped = await run_workflow(self._workflow, run.workflow_id, run)
+        except WorkflowTimeoutError:
+            failure = f"workflow '{self.spec.workflow_name}' timed out after {self.spec.timeout_ms} ms"
+        except Exception as exc:
+            failure = f"workflow '{self.spec.workflow_name}' raised {type(exc).__name__}: {exc}"
+            log.exception("workflow raised", extra={"workflow_id": run.workflow_id})
+        else:
+            if isinstance(stopped, StepOutcome):
+                failed_step = stopped.step
+                failure = f"required step '{stopped.step}' {stopped.status}: {stopped.error}"
+        return await self._finish(run, failure, failed_step)
+
+    async def _finish(self, run: _Run, failure: str | None, failed_step: str | None) -> WorkflowResult:
+        result = WorkflowResult(
+            run.workflow_id,
+            self.spec.workflow_name,
+            "",
+            dict(sorted(run.outcomes.items(), key=lambda kv: self._order.get(kv[0], 0))),
+            run.results,
+            resumed=run.resumed,
+        )
+        counts = {"completed_steps": result.completed_steps, "skipped_steps": result.skipped_steps}
+        summary = {"steps": [o.as_dict() for o in result.outcomes.values()]}
+        async with self.store.transaction():
+            if failure is None:
+                try:
+                    await self._move(run.instance, "succeed", counts, result=summary)
+                except TransitionError as exc:  # the FSM's guard refused: report it rather than hide it
+                    failure = f"the workflow FSM refused 'succeed': {exc}"
+            if failure is not None:
+                await self._move(
+                    run.instance,
+                    "fail",
+                    {**counts, "error": failure, "failed_step": failed_step},
+                    error=failure,
+                    result=summary,
+                )
+        result.state = run.instance.state
+        result.error, result.failed_step = failure, failed_step
+        return result
+
+    # --- after a restart ------------------------------------------------------------------------------------------
+
+    async def resume(self, workflow_id: str) -> WorkflowResult | None:
+        """Run an unfinished workflow on from its recorded steps; a workflow that cannot be resumed is failed
+        explicitly. ``None`` when there is nothing to do (unknown or finished)."""
+        await self._admit(True)
+        try:
+            execution = await self.store.load(workflow_id)
+            if execution is None or execution.finished:
+                return None
+            try:
+                run = await self._restore(workflow_id, execution.input)
+            except Exception as exc:
+                log.exception("workflow cannot be resumed: failing it", extra={"workflow_id": workflow_id})
+                await self._fail_unresumable(workflow_id, f"could not be resumed after a restart: {exc}")
+                return None
+            if run.instance.terminal:  # the transition committed but the row did not say so
+                await self.store.set_state(workflow_id, run.instance.state, finished=True, error=None, result=None)
+                return None
+            log.info("resuming workflow", extra={"workflow_id": workflow_id, "steps_done": sorted(run.outcomes)})
+            return await self._execute(run)
+        finally:
+            self._release()
+
+    async def _restore(self, wid: str, data: dict[str, Any]) -> _Run:
+        instance = await self.fsm.restore(wid)
+        if instance is None:
+            context = {
+                "workflow_id": wid,
+                "workflow_name": self.spec.workflow_name,
+                "total_steps": len(self.spec.steps),
+                "completed_steps": 0,
+                "skipped_steps": 0,
+                "error": None,
+            }
+            instance = FSMInstance(self.fsm, wid, self.fsm.definition.initial_state, context, 0)
+            async with self.store.transaction():
+                await self._move(instance, "start", {})
+        outcomes = await self.store.steps(wid)
+        results = {name: o.result for name, o in outcomes.items() if o.status is StepStatus.COMPLETED}
+        return _Run(wid, data, instance, outcomes, results, resumed=True)
+
+    async def _fail_unresumable(self, wid: str, error: str) -> None:
+        try:
+            instance = await self.fsm.restore(wid)
+            async with self.store.transaction():
+                if instance is not None and not instance.terminal:
+                    await self._move(instance, "fail", {"error": error, "failed_step": None}, error=error)
+                else:
+                    await self.store.set_state(wid, "failed", finished=True, error=error, result=None)
+        except Exception:
+            log.exception("could not record the failure of an unresumable workflow", extra={"workflow_id": wid})
+            async with self.store.transaction():
+                await self.store.set_state(wid, "failed", finished=True, error=error, result=None)
+
+    async def recover(self) -> int:
+        """Resume (or fail) every unfinished workflow of this subcontract; returns how many were found."""
+        ids = await self.store.unfinished(self.spec.workflow_name)
+        if ids:
+            log.warning("unfinished workflows found after a restart", extra={"count": len(ids)})
+        results = await asyncio.gather(*(self.resume(wid) for wid in ids), return_exceptions=True)
+        for wid, outcome in zip(ids, results, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("resuming workflow failed", exc_info=outcome, extra={"workflow_id": wid})
+        return len(ids)
