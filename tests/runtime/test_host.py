@@ -20,9 +20,10 @@ from blake3 import blake3
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import DLT_ATTEMPTS, DeliveryPolicy, Message
+from framework.ports.event_bus import DLT_ATTEMPTS, DeliveryPolicy
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
+from tests.collect import Collector
 
 CONTRACTS = Path(__file__).parent / "contracts"
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,25 +42,6 @@ def submitted(doc_id: str, text: str) -> OnexEnvelopeV1:
         partition_key=doc_id,
         payload={"doc_id": doc_id, "text": text},
     )
-
-
-class Collector:
-    """Subscribes to a topic in its own group and keeps what arrives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self.arrived.set()
-
-    async def wait_for(self, count: int, timeout: float = 60.0) -> list[Message]:
-        async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.messages
 
 
 @pytest.fixture
@@ -197,12 +179,7 @@ async def test_sigterm_on_a_busy_host_loses_nothing_and_handles_nothing_twice(
     try:
         await _read_endpoints(tmp_path / "endpoints.json", second)
         await results.wait_for(total)
-        # Give any duplicate time to arrive: consume on until a quiet period, bounded.
-        for _ in range(20):
-            before = len(results.messages)
-            await asyncio.sleep(0.25)
-            if len(results.messages) == before:
-                break
+        await results.quiet()  # give any duplicate time to arrive
     finally:
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=60)

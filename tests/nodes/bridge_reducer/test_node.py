@@ -19,37 +19,12 @@ from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.spec import Contract
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import Message
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
 from nodes.bridge_reducer.node import NodeBridgeReducer
+from tests.collect import Collector
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self.arrived.set()
-
-    async def wait_for(self, count: int, timeout: float = 60.0) -> list[Message]:
-        async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.messages
-
-    async def quiet(self) -> None:
-        """Consume on until nothing more arrives for a while (bounded), so that a duplicate would show."""
-        for _ in range(20):
-            before = len(self.messages)
-            await asyncio.sleep(0.25)
-            if len(self.messages) == before:
-                return
 
 
 def reducer_contract(batch_size: int) -> Contract:

@@ -3,7 +3,6 @@ that reach Kafka (envelope and CloudEvents headers)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import uuid
@@ -18,41 +17,16 @@ from blake3 import blake3
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import Message
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
 from nodes.metadata_stamping.node import MetadataStampingNode
 from nodes.metadata_stamping.openapi import PREFIX
+from tests.collect import Collector
 
 from .samples import BINARY, TEXT
 
 ROOT = Path(__file__).resolve().parents[3]
 UNIFIED_KEYS = {"status", "data", "error", "message", "metadata"}
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self.arrived.set()
-
-    async def wait_for(self, count: int, timeout: float = 60.0) -> list[Message]:
-        async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.messages
-
-    async def wait_until(self, ok: Any, timeout: float = 60.0) -> list[Message]:
-        """Messages that satisfy ``ok``, once there is one (a new group may also read older messages)."""
-        async with asyncio.timeout(timeout):
-            while not (found := [m for m in self.messages if ok(m)]):
-                self.arrived.clear()
-                await self.arrived.wait()
-        return found
 
 
 class Service:
@@ -139,7 +113,7 @@ async def test_stamp_is_stored_and_announced_through_kafka(service: Service) -> 
     assert again["data"]["file_hash"] == data["file_hash"] and again["data"]["stamp_id"] == data["stamp_id"]
     assert again["data"]["created"] is False and again["data"]["version"] == 2
 
-    got = await created.wait_until(lambda m: m.envelope.payload["namespace"] == namespace)
+    got = await created.matching(lambda m: m.envelope.payload["namespace"] == namespace)
     envelope = got[0].envelope
     assert envelope.event_type == "metadata-stamp-created" and envelope.source_service == "metadata_stamping"
     assert envelope.payload["file_hash"] == data["file_hash"] and envelope.payload["namespace"] == namespace
@@ -191,7 +165,7 @@ async def test_hash_records_metrics_and_events(service: Service) -> None:
     # The orchestrator's in-process call gives the same answer.
     direct = await service.node.hash({"content": content})
     assert direct["file_hash"] == answer["data"]["file_hash"] and direct["file_size"] == len(content)
-    got = await generated.wait_until(lambda m: m.envelope.payload["file_hash"] == answer["data"]["file_hash"])
+    got = await generated.matching(lambda m: m.envelope.payload["file_hash"] == answer["data"]["file_hash"])
     assert got[0].envelope.payload["file_size"] == len(content)
     await service.node.recorder.flush()
     async with service.node.transaction() as tx:
@@ -212,7 +186,7 @@ async def test_batch_reports_partial_and_announces(service: Service) -> None:
     assert status == 200
     assert_unified(answer, "partial")
     assert [r["status"] for r in answer["data"]["results"]] == ["success", "error", "error", "success"]
-    got = await processed.wait_until(lambda m: m.envelope.payload["namespace"] == namespace)
+    got = await processed.matching(lambda m: m.envelope.payload["namespace"] == namespace)
     assert got[0].envelope.payload | {"batch_id": None} == {
         "batch_id": None,
         "namespace": namespace,
@@ -249,7 +223,7 @@ async def test_stamp_requested_command_is_handled(service: Service) -> None:
         payload={"content": "by command", "namespace": namespace},
     )
     await service.bus.publish(service.topic("stamp-requested", "cmd"), command)
-    got = await created.wait_until(lambda m: m.envelope.payload["namespace"] == namespace)
+    got = await created.matching(lambda m: m.envelope.payload["namespace"] == namespace)
     mine = [m.envelope for m in got]
     assert mine[0].correlation_id == command.event_id and mine[0].causation_id == command.event_id
 

@@ -17,30 +17,12 @@ from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.spec import Contract
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import Message
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
 from nodes.node_registry.node import NodeBridgeRegistry
+from tests.collect import Collector
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self.arrived.set()
-
-    async def wait_until(self, done: Callable[[list[Message]], bool], timeout: float = 60.0) -> list[Message]:
-        async with asyncio.timeout(timeout):
-            while True:
-                self.arrived.clear()
-                if done(self.messages):
-                    return self.messages
-                await self.arrived.wait()
 
 
 def registry_contract(ttl_s: int | None = None) -> Contract:
