@@ -33,7 +33,7 @@ from framework.adapters.postgres_store import PostgresStore
 from framework.errors import UsageError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import Message
-from tests.adapters.test_postgres_store import WAIT_S, open_store, wait_for
+from tests.pg import WAIT_S, open_store, wait_for
 
 FAST_CONSUMER: dict[str, Any] = {"heartbeat_interval_ms": 200, "session_timeout_ms": 6000, "poll_timeout_ms": 100}
 

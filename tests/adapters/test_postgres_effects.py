@@ -18,7 +18,7 @@ from framework.contract.spec import PostgresEffect
 from framework.errors import NodeRuleError, PortError, QueryError, UsageError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.fsm_store import TransitionRecord
-from tests.adapters.test_postgres_store import open_store
+from tests.pg import open_store
 
 INJECTIONS = [
     "Robert'); DROP TABLE metadata_stamps;--",

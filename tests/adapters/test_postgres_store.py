@@ -26,7 +26,7 @@ from framework.adapters.embedded_kafka import free_loopback_port
 from framework.adapters.embedded_postgres import EmbeddedPostgres
 from framework.adapters.postgres_store import PostgresStore, is_connection_failure
 from framework.errors import CircuitOpenError, QueryError, RetriablePortError, UsageError
-from tests.pg import WAIT_S, dsn_for, migrated_database, open_store, wait_for  # noqa: F401 - shared with other tests
+from tests.pg import WAIT_S, migrated_database, open_store, wait_for
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from framework.adapters.memory_fsm_store import MemoryFSMStore
 from framework.adapters.postgres_fsm_store import PostgresFSMStore
 from framework.errors import TransitionConflict, TransitionError
 from framework.ports.fsm_store import FSMStore, TransitionRecord
-from tests.adapters.test_postgres_store import open_store
+from tests.pg import open_store
 
 
 @pytest.fixture

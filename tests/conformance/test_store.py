@@ -18,7 +18,7 @@ from framework.adapters.postgres_store import decode_outbox_headers
 from framework.errors import UsageError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.store import Store, current_transaction
-from tests.adapters.test_postgres_store import open_store
+from tests.pg import open_store
 
 
 @pytest.fixture
