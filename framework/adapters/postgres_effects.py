@@ -6,7 +6,8 @@
 operation     call                                           returns
 ============  =============================================  ===========================================
 ``insert``    ``await save(row)`` / ``await save.many(rows)``  the stored row (``RETURNING *``) / row count
-``upsert``    ``await save(row)`` / ``await save.many(rows)``  the stored row / row count
+``upsert``    ``await save(row, keep=(), increment=())``     the stored row / row count
+              / ``await save.many(rows)``
 ``select``    ``await find(**key)``                           ``list[dict]``: declared columns and key
 ``update``    ``await touch(values, **key)``                  number of rows updated
 ``delete``    ``await drop(**key)``                           number of rows deleted
@@ -29,6 +30,10 @@ Decisions:
   an update or delete can never hit the whole table by omission.
 - Each call joins the transaction open in the caller's context (a handler's), else runs in a transaction of its own;
   ``many`` is one ``executemany`` (pipelined, one round trip per batch).
+- An upsert may name ``keep`` columns (written when the row is inserted, left as stored on a conflict: an id, a
+  creation time) and ``increment`` columns (the row's value when inserted, the stored value + 1 on a conflict: a
+  version), so that "insert, or update and bump the version" is one statement and one round trip instead of a
+  select and an upsert, and stays right when two of them race.
 - JSON/JSONB columns take Python values (the store's codecs encode them); a ``str`` is stored as a JSON string.
 """
 
@@ -237,10 +242,16 @@ class PostgresEffectCall:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         info = await self.prepare()
         if self.operation in ("insert", "upsert"):
+            keep = tuple(kwargs.pop("keep", ()))
+            increment = tuple(kwargs.pop("increment", ()))
             if len(args) != 1 or kwargs:
                 raise UsageError(f"effect '{self.name}' ({self.operation}) takes one row (a dict): {self.name}(row)")
             shape, values = self._row(info, args[0])
-            sql = self._statement(shape)
+            if keep or increment:
+                self._check_conflict_columns(shape, keep, increment)
+                sql = self._statement(shape, keep=keep, increment=increment)
+            else:
+                sql = self._statement(shape)
             return await self._effects.run(lambda tx: tx.fetchrow(sql, *values))
         if self.operation == "update":
             if len(args) != 1:
@@ -347,19 +358,49 @@ class PostgresEffectCall:
             )
         return tuple(given[k] for k in self.key)
 
+    def _check_conflict_columns(
+        self, shape: tuple[str, ...], keep: tuple[str, ...], increment: tuple[str, ...]
+    ) -> None:
+        if self.operation != "upsert":
+            raise UsageError(f"effect '{self.name}' is an {self.operation}; keep and increment are for upserts")
+        for label, names in (("keep", keep), ("increment", increment)):
+            wrong = [c for c in names if not isinstance(c, str) or c not in shape or c in self.key]
+            if wrong:
+                raise UsageError(
+                    f"effect '{self.name}': {label} must name non-key columns of the row: {_names(map(repr, wrong))}"
+                )
+        if set(keep) & set(increment):
+            raise UsageError(f"effect '{self.name}': a column cannot be both kept and incremented")
+
     # --- building SQL -------------------------------------------------------------------------------------------
 
-    def _statement(self, shape: tuple[str, ...], *, returning: bool = True) -> str:
+    def _statement(
+        self,
+        shape: tuple[str, ...],
+        *,
+        returning: bool = True,
+        keep: tuple[str, ...] = (),
+        increment: tuple[str, ...] = (),
+    ) -> str:
         cache_key = shape if returning else (*shape, "\x00many")
+        if keep or increment:
+            cache_key = (*cache_key, "\x00keep", *keep, "\x00increment", *increment)
         sql = self._shapes.get(cache_key)
         if sql is None:
-            sql = self._build(shape, returning=returning)
+            sql = self._build(shape, returning=returning, keep=keep, increment=increment)
             if len(self._shapes) >= _MAX_SHAPES:
                 self._shapes.clear()
             self._shapes[cache_key] = sql
         return sql
 
-    def _build(self, shape: tuple[str, ...], *, returning: bool = True) -> str:
+    def _build(
+        self,
+        shape: tuple[str, ...],
+        *,
+        returning: bool = True,
+        keep: tuple[str, ...] = (),
+        increment: tuple[str, ...] = (),
+    ) -> str:
         names = ", ".join(quote_ident(c) for c in shape)
         if self.operation == "update":
             sets = ", ".join(f"{quote_ident(c)} = ${i}" for i, c in enumerate(shape, 1))
@@ -368,9 +409,14 @@ class PostgresEffectCall:
         sql = f"INSERT INTO {self._qtable} ({names}) VALUES ({params})"
         if self.operation == "upsert":
             target = ", ".join(quote_ident(k) for k in self.key)
-            updates = [c for c in shape if c not in self.key]
+            updates = [c for c in shape if c not in self.key and c not in keep]
             # A row of key columns only still "updates" (to itself), so RETURNING yields the stored row either way.
-            sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in updates or self.key[:1])
+            sets = ", ".join(
+                f"{quote_ident(c)} = {self._qtable}.{quote_ident(c)} + 1"
+                if c in increment
+                else f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}"
+                for c in updates or self.key[:1]
+            )
             sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
         return sql + (" RETURNING *" if returning else "")
 

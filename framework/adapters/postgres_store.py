@@ -27,6 +27,19 @@ Failures and what callers should do:
   on is rolled back at its end with a ``QueryError`` saying so; use a nested ``transaction()`` (a savepoint) around
   statements that may fail.
 
+Round trips: a pooled connection is *not* reset (``RESET ALL``, ``UNLISTEN *``, ``CLOSE ALL``, unlocking advisory
+locks) when it goes back to the pool, which would cost a round trip per transaction; the store leaves no session
+state on them (an open transaction is still rolled back by the driver). Session state (``SET`` without ``LOCAL``,
+session advisory locks, ``LISTEN``) belongs on a :meth:`PostgresStore.connect` connection, never on
+``tx.connection``.
+
+Outbox notifications: ``enqueue`` does not send ``NOTIFY`` inside the transaction. A NOTIFY makes PostgreSQL take a
+database-wide lock at commit, held until the commit is flushed, so notifying transactions commit one at a time (and
+each one woke the relay for a transaction of its own). Instead, once a transaction that enqueued has committed, the
+store sends one ``NOTIFY`` on a pooled connection outside any transaction, coalescing all such commits of a
+``notify_interval_s`` window into one (the first without delay). The relay still wakes after every committed row:
+a commit always precedes a notification sent after it; the relay's poll covers a notification that is lost.
+
 The pool logs a warning (at most once per ``pool_warning_interval_s``) when more than ``pool_warning_ratio`` (90%) of
 ``max_size`` connections are in use: a sign the pool is too small or transactions are held too long.
 """
@@ -73,7 +86,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: LISTEN/NOTIFY channel on which ``enqueue`` wakes the outbox relay (delivered when the transaction commits).
+#: LISTEN/NOTIFY channel on which ``enqueue`` wakes the outbox relay (sent by the store after the transaction commits).
 OUTBOX_CHANNEL: Final = "onex_outbox"
 
 _INSERT_OUTBOX: Final = "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4) RETURNING id"
@@ -120,6 +133,11 @@ def is_connection_failure(exc: BaseException) -> bool:
 
 def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _keep_session(connection: Any) -> None:
+    """The pool's reset on release: nothing beyond the driver's own (it rolls back an open transaction); see the
+    module doc."""
 
 
 async def _install_codecs(connection: Any) -> None:
@@ -252,11 +270,9 @@ class PostgresTransaction:
         return status.endswith(" 1")
 
     async def _notify(self) -> None:
-        # NOTIFY is delivered at commit and identical ones within a transaction are folded into one, so once per
-        # transaction is enough; a savepoint's notify counts for its parent only when the savepoint is kept.
-        if not self._notified:
-            await self._run("enqueue", _NOTIFY_OUTBOX, lambda: self._connection.execute(_NOTIFY_OUTBOX))
-            self._notified = True
+        # No round trip here: the store notifies the relay once the root transaction commits (coalesced with other
+        # commits, see the module doc); a savepoint's rows count for its parent only when the savepoint is kept.
+        self._notified = True
 
     async def _run(self, doing: str, sql: str, operation: Callable[[], Awaitable[Any]]) -> Any:
         if not self._active:
@@ -388,6 +404,8 @@ class _TransactionScope:
             tx._parent._notified = tx._parent._notified or tx._notified
         else:
             store._counters["committed"] += 1
+            if tx._notified:
+                store._wake_relay()
 
     async def _rollback(self) -> None:
         store = self._store
@@ -434,6 +452,7 @@ class PostgresStore(Resource):
         pool_warning_interval_s: float = 60.0,
         application_name: str = "onex",
         migrations_dir: Path | None = None,
+        notify_interval_s: float = 0.01,
     ) -> None:
         super().__init__()
         if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
@@ -452,6 +471,8 @@ class PostgresStore(Resource):
                 raise UsageError(f"{name} must be > 0 seconds, got {value!r}")
         if not 0 < pool_warning_ratio <= 1:
             raise UsageError(f"pool_warning_ratio must be in (0, 1], got {pool_warning_ratio!r}")
+        if not notify_interval_s >= 0:
+            raise UsageError(f"notify_interval_s must be >= 0 seconds, got {notify_interval_s!r}")
         self._dsn = dsn
         self.display_dsn = redact_dsn(dsn)
         self.resource_name = f"PostgreSQL store {self.display_dsn}"
@@ -470,6 +491,10 @@ class PostgresStore(Resource):
             f"postgres {self.display_dsn}", failure_threshold=failure_threshold, reset_timeout_s=reset_timeout_s
         )
         self._pool: Any = None
+        self._notify_interval_s = notify_interval_s
+        self._notify_pending = False
+        self._notify_task: asyncio.Task[None] | None = None
+        self._last_notify = float("-inf")
         self._last_warning = float("-inf")
         self._suppressed_warnings = 0
         self._counters = {
@@ -504,6 +529,7 @@ class PostgresStore(Resource):
                 timeout=self._connect_timeout_s,
                 server_settings=self._server_settings,
                 init=_install_codecs,
+                reset=_keep_session,
             )
         except _DRIVER_ERRORS as exc:
             raise self._unreachable(exc, "starting the pool") from exc
@@ -513,6 +539,10 @@ class PostgresStore(Resource):
         )
 
     async def _stop(self) -> None:
+        task, self._notify_task = self._notify_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -557,6 +587,32 @@ class PostgresStore(Resource):
             connection.terminate()
             raise
         return connection
+
+    # --- waking the outbox relay ------------------------------------------------------------------------------
+
+    def _wake_relay(self) -> None:
+        """A transaction that enqueued has committed: make sure a NOTIFY follows (see the module doc)."""
+        self._notify_pending = True
+        task = self._notify_task
+        if task is None or task.done():
+            self._notify_task = asyncio.create_task(self._send_notifies(), name="onex-outbox-notify")
+
+    async def _send_notifies(self) -> None:
+        while self._notify_pending and self._pool is not None:
+            delay = self._last_notify + self._notify_interval_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pool = self._pool
+            if pool is None:
+                return
+            # Cleared before sending: a commit from now on asks for the next notification.
+            self._notify_pending = False
+            self._last_notify = time.monotonic()
+            try:
+                await pool.execute(_NOTIFY_OUTBOX, timeout=self._acquire_timeout_s)
+            except (*_DRIVER_ERRORS, RuntimeError) as exc:
+                # Only a wake-up is lost: the relay polls.
+                logger.debug("outbox notification not sent", extra={"dsn": self.display_dsn, "error": repr(exc)})
 
     # --- transactions -------------------------------------------------------------------------------------------
 

@@ -298,39 +298,25 @@ class MetadataStampingNode(EffectNode):
         digest, duration_ms = await self._hash(hashed)
         self._record("stamp", len(hashed), duration_ms, req.namespace, batch_id=batch_id)
 
-        rows = await self.effects.find_stamp(namespace=req.namespace, file_hash=digest)
-        existing = rows[0] if rows else None
-        stamp_id = existing["id"] if existing else uuid.uuid5(STAMP_ID_NAMESPACE, f"{req.namespace}\x00{digest}")
+        # One round trip: insert the stamp, or (same namespace and hash) update it, keeping its id and bumping its
+        # version. Its id is the uuid5 of (namespace, hash), so the stamp text can name it before the row exists.
+        stamp_id = uuid.uuid5(STAMP_ID_NAMESPACE, f"{req.namespace}\x00{digest}")
         now = _now()
         kind: stamps.Kind = "rich" if req.rich else "lightweight"
-        info = stamps.StampInfo(
-            uid=str(stamp_id),
-            file_hash=digest,
-            timestamp=now.isoformat(),
-            namespace=req.namespace,
-            file_size=len(hashed),
-            file_path=req.file_path,
-            content_type=detection.content_type,
+        stamped, row = self._stamp_row(
+            req, detection, stripped, digest=digest, size=len(hashed), stamp_id=stamp_id, kind=kind, now=now
         )
-        stamped: str | None = None
-        if stripped is not None and detection.comment is not None:
-            stamp_text = stamps.render(info, kind, detection.comment, stamps.newline_of(stripped))
-            stamped = stamps.apply(stripped, stamp_text)
-        row: dict[str, Any] = {
-            "file_hash": digest,
-            "namespace": req.namespace,
-            "file_path": req.file_path,
-            "file_size": len(hashed),
-            "content_type": detection.content_type,
-            "stamp_data": {**info.rich_fields(), "kind": kind, "file_type": detection.as_dict()},
-            "metadata_version": stamps.PROTOCOL_VERSION,
-            "op_id": uuid.uuid4(),
-            "version": existing["version"] + 1 if existing else 1,
-            "updated_at": now,
-        }
-        if existing is None:
-            row["id"] = stamp_id
-        saved = await self.effects.save_stamp(row)
+        row["version"] = 1
+        saved = await self.effects.save_stamp(row, keep=("id",), increment=("version",))
+        if saved["id"] != stamp_id:
+            # A row stored with another id (written by something else): the stamp must name that id.
+            stamped, row = self._stamp_row(
+                req, detection, stripped, digest=digest, size=len(hashed), stamp_id=saved["id"], kind=kind, now=now
+            )
+            del row["id"]
+            row["version"] = saved["version"]
+            saved = await self.effects.save_stamp(row)
+        created = saved["version"] == 1
         await self.publish(
             "metadata-stamp-created",
             {
@@ -345,21 +331,62 @@ class MetadataStampingNode(EffectNode):
                 "created_at": saved["created_at"].isoformat(),
             },
         )
-        self.stamps_total.inc(kind=kind, created=str(existing is None).lower())
+        self.stamps_total.inc(kind=kind, created=str(created).lower())
         return {
             "stamp_id": str(saved["id"]),
             "file_hash": digest,
             "namespace": req.namespace,
             "stamped_content": stamped,
             "content_type": detection.content_type,
-            "created": existing is None,
+            "created": created,
             "file_size": len(hashed),
             "file_path": req.file_path,
             "stamp_kind": kind,
-            "timestamp": info.timestamp,
+            "timestamp": now.isoformat(),
             "version": saved["version"],
             "file_type": detection.as_dict(),
         }
+
+    def _stamp_row(
+        self,
+        req: ContentRequest,
+        detection: Any,
+        stripped: str | None,
+        *,
+        digest: str,
+        size: int,
+        stamp_id: uuid.UUID,
+        kind: stamps.Kind,
+        now: datetime,
+    ) -> tuple[str | None, dict[str, Any]]:
+        """The stamped text (None for types that are never modified) and the metadata_stamps row of one stamp."""
+        assert req.namespace is not None
+        info = stamps.StampInfo(
+            uid=str(stamp_id),
+            file_hash=digest,
+            timestamp=now.isoformat(),
+            namespace=req.namespace,
+            file_size=size,
+            file_path=req.file_path,
+            content_type=detection.content_type,
+        )
+        stamped: str | None = None
+        if stripped is not None and detection.comment is not None:
+            stamp_text = stamps.render(info, kind, detection.comment, stamps.newline_of(stripped))
+            stamped = stamps.apply(stripped, stamp_text)
+        row: dict[str, Any] = {
+            "id": stamp_id,
+            "file_hash": digest,
+            "namespace": req.namespace,
+            "file_path": req.file_path,
+            "file_size": size,
+            "content_type": detection.content_type,
+            "stamp_data": {**info.rich_fields(), "kind": kind, "file_type": detection.as_dict()},
+            "metadata_version": stamps.PROTOCOL_VERSION,
+            "op_id": uuid.uuid4(),
+            "updated_at": now,
+        }
+        return stamped, row
 
 
 def _text(data: bytes) -> str | None:

@@ -110,6 +110,28 @@ async def test_upsert_inserts_then_updates_on_its_key(effects: PostgresEffects) 
     assert len(rows) == 1
 
 
+async def test_upsert_keeps_and_increments_named_columns_on_conflict(effects: PostgresEffects) -> None:
+    columns = ["namespace", "file_hash", "file_size", "op_id", "version"]
+    upsert = effects.bind(spec("upsert", columns=columns))
+    first_op = uuid.uuid4()
+    row = {"namespace": "ns", "file_hash": "b" * 64, "file_size": 1, "op_id": first_op, "version": 1}
+    first = await upsert(row, keep=("op_id",), increment=("version",))
+    assert (first["op_id"], first["version"], first["file_size"]) == (first_op, 1, 1)
+    again = await upsert({**row, "file_size": 9, "op_id": uuid.uuid4()}, keep=("op_id",), increment=("version",))
+    assert again["op_id"] == first_op  # kept as stored
+    assert again["version"] == 2  # the stored value + 1, whatever the row said
+    assert again["file_size"] == 9  # every other column is updated
+
+
+async def test_keep_and_increment_are_checked(effects: PostgresEffects) -> None:
+    row = {"namespace": "ns", "file_hash": "c" * 64, "file_size": 1, "op_id": uuid.uuid4(), "version": 1}
+    upsert = effects.bind(spec("upsert", columns=list(row)))
+    with pytest.raises(UsageError, match=r"cannot be both kept and incremented"):
+        await upsert(row, keep=("version",), increment=("version",))
+    with pytest.raises(UsageError, match=r"keep and increment are for upserts"):
+        await effects.bind(spec("insert", columns=list(row)))(row, keep=("op_id",))
+
+
 async def test_bulk_insert_and_upsert_write_every_row(effects: PostgresEffects, store: PostgresStore) -> None:
     insert = effects.bind(spec("insert", columns=STAMP_COLUMNS))
     assert await insert.many([stamp(n) for n in range(500)]) == 500
