@@ -11,7 +11,7 @@ Rounds alternate between the paths so that neither always runs on a warmer serve
 reported with the ratio store/raw. Runs against the embedded PostgreSQL (a throwaway data dir) unless POSTGRES_DSN
 is set; either way in a scratch database that is dropped at the end. Nothing here is asserted by the tests.
 
-    .venv/bin/python bench/store.py [--rows 20000] [--batch 100] [--rounds 3]
+    .venv/bin/python -m bench.store [--rows 20000] [--batch 100] [--rounds 3]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How long validation takes: 200 generated contracts validated as a set, and one contract loaded for running.
 
-Run with ``.venv/bin/python bench/validate.py``. The contracts are generated into a temporary directory: all five
+Run with ``.venv/bin/python -m bench.validate``. The contracts are generated into a temporary directory: all five
 node kinds, models of different sizes, FSMs inline and through ``$ref`` (some with a ``#/pointer``), event catalogs
 chaining every node to the next, workflows, aggregations and retry policies. The baseline, measured in the same run,
 is parsing the same files with PyYAML's C loader and nothing else.

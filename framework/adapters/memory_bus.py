@@ -265,6 +265,17 @@ class MemoryEventBus(Resource):
             headers=encode_headers(envelope, headers),
         )
 
+    async def publish_many(self, topic: str, envelopes: Sequence[OnexEnvelopeV1], *, headers: Headers = ()) -> None:
+        self.require_started(f"publish to {topic!r}")
+        check_topic_name(topic)
+        # Every record is encoded before the first is appended: it is all or nothing, and nothing interleaves.
+        records = [
+            (envelope.to_json(), envelope.kafka_key(), encode_headers(envelope, headers)) for envelope in envelopes
+        ]
+        append = self.broker.append
+        for value, key, record_headers in records:
+            append(topic, value, key=key, headers=record_headers)
+
     def append_raw(
         self,
         topic: str,

@@ -16,7 +16,8 @@ Writing: the message value stays the JSON envelope; :func:`binary_headers` adds 
 =====================  ===================================================================================
 
 Reading (:func:`decode_message`): our own messages (the value is an envelope; the headers are not consulted, the
-value is authoritative), structured mode (``content-type: application/cloudevents+json``) and foreign binary mode.
+value is authoritative: only ``content-type`` is read, and the CloudEvents attributes are built only when the value
+is not an envelope), structured mode (``content-type: application/cloudevents+json``) and foreign binary mode.
 A foreign event maps best effort:
 
 - ``type`` ``omninode.X.vN`` → ``event_type`` X, version N; any other type is kept whole, version 1;
@@ -98,30 +99,46 @@ def binary_headers(envelope: OnexEnvelopeV1) -> list[tuple[str, bytes]]:
 def decode_message(
     value: bytes | None, headers: Sequence[tuple[str, bytes | None]], *, environment: str = "dev"
 ) -> OnexEnvelopeV1:
-    """One Kafka message → an envelope. ``environment`` is given to foreign events, which carry none."""
-    attrs: dict[str, str] = {}
+    """One Kafka message → an envelope. ``environment`` is given to foreign events, which carry none.
+
+    Fast path, for our own messages: only ``content-type`` is read from the headers; unless it names structured
+    mode, the value is parsed as an envelope, and only if that fails are the ``ce_*`` headers decoded to tell a
+    foreign binary-mode event (mapped) from a broken one of ours (poison). So a value that is an envelope is that
+    envelope whatever the other headers say, even undecodable ones.
+    """
     content_type = ""
     for name, raw in headers:
-        key = name.lower()
-        if key == "content-type":
+        # Most headers are ``ce_*``; the length test spares them the lowercasing.
+        if len(name) == 12 and name.lower() == "content-type":
             content_type = _header_text(name, raw)
-        elif key.startswith("ce_"):
-            attrs[key[3:]] = _header_text(name, raw)
-    media = _media(content_type)
-    if media.startswith("application/cloudevents"):
-        if media != STRUCTURED_CONTENT_TYPE:
-            raise EnvelopeError(
-                f"content-type {content_type!r} is not supported; expected a single event in structured mode "
-                f"({STRUCTURED_CONTENT_TYPE}) or binary mode"
-            )
-        return _from_structured(value, environment)
+    if content_type != JSON_CONTENT_TYPE:
+        media = _media(content_type)
+        if media.startswith("application/cloudevents"):
+            if media != STRUCTURED_CONTENT_TYPE:
+                raise EnvelopeError(
+                    f"content-type {content_type!r} is not supported; expected a single event in structured mode "
+                    f"({STRUCTURED_CONTENT_TYPE}) or binary mode"
+                )
+            return _from_structured(value, environment)
     try:
         return OnexEnvelopeV1.from_json(value or b"")
-    except EnvelopeError:
-        # Only a foreign binary-mode event may fail to be an envelope; one of ours that fails is poison.
-        if "specversion" not in attrs or _claims_ours(attrs) or _has_envelope_version(value):
-            raise
-    return _from_binary(value, content_type, dict(attrs), environment)
+    except EnvelopeError as exc:
+        not_an_envelope = exc
+    attrs = _ce_attributes(headers)
+    # Only a foreign binary-mode event may fail to be an envelope; one of ours that fails is poison.
+    if "specversion" not in attrs or _claims_ours(attrs) or _has_envelope_version(value):
+        raise not_an_envelope
+    return _from_binary(value, content_type, attrs, environment)
+
+
+def _ce_attributes(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
+    """The CloudEvents attributes of binary-mode ``headers`` (``ce_`` names, lowercased, without the prefix)."""
+    attrs: dict[str, str] = {}
+    for name, raw in headers:
+        key = name.lower()
+        if key.startswith("ce_"):
+            attrs[key[3:]] = _header_text(name, raw)
+    return attrs
 
 
 def _header_text(name: str, raw: bytes | None) -> str:

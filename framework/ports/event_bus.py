@@ -11,6 +11,14 @@ Delivery rules every implementation keeps:
   the dead-letter topic at once;
 - an event id that the group already processed is skipped (:class:`ProcessedEvents`);
 - ``Subscription.stop()`` drains: the handler in flight finishes and its offset is committed.
+
+Publishing rules:
+- ``publish`` returns once the broker acknowledged the message (``acks=all`` on Kafka); concurrent ``publish`` calls
+  of one bus are handed to the producer in the order they were called, so order per key holds between them;
+- ``publish_many`` hands its envelopes to the producer in the order given, as one uninterrupted run (no other
+  publish of the same bus lands between them), then waits for every acknowledgement: order per key within the call
+  and relative to the bus's earlier and later publishes. What the caller knows when it fails is
+  :class:`PublishManyError`.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from framework.errors import PortError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.events.topics import TopicName, TopicNameError
 
@@ -50,6 +59,42 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+
+
+class PublishManyError(PortError):
+    """``publish_many`` failed for at least one envelope. Raised only once nothing of the call is in flight any more:
+    every envelope handed to the producer was acknowledged or failed, and the ones after a failure to hand one over
+    were never sent. What the caller knows, by index into the envelopes it passed:
+
+    - ``acknowledged`` (ascending): written and acknowledged by the broker, durably (``acks=all``);
+    - every other index is NOT known to be published: ``sent`` says how many (the first ``sent``) were handed to the
+      producer; of those, the unacknowledged ones failed, but a request that timed out may still have been written,
+      so publishing them again may duplicate them (consumers deduplicate by event id); indices from ``sent`` on were
+      never handed over;
+    - ``acknowledged`` need not be a prefix: without an idempotent producer (Tansu has none) a failed batch does not
+      stop the partition's next batch, so a later envelope of a key can be acknowledged after an earlier one failed.
+      Publishing the failed ones again then puts them after it: order per key holds only among the acknowledged
+      ones. A caller that must never let a later event of a key overtake an earlier one across a failure publishes
+      that key's events one ``publish`` at a time, each after the previous one's acknowledgement;
+    - ``errors`` maps each failed index to its error (``__cause__`` is the first of them); ``retriable`` is true when
+      every failure was transient.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        total: int,
+        sent: int,
+        acknowledged: tuple[int, ...],
+        errors: dict[int, BaseException],
+        retriable: bool,
+    ) -> None:
+        super().__init__(message, retriable=retriable)
+        self.total = total
+        self.sent = sent
+        self.acknowledged = acknowledged
+        self.errors = errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +156,21 @@ class EventBus(Protocol):
     ) -> None:
         """Publish and wait for the broker's acknowledgement. ``key`` defaults to ``envelope.kafka_key()``;
         CloudEvents binary-mode headers are added to ``headers``."""
+        ...
+
+    async def publish_many(self, topic: str, envelopes: Sequence[OnexEnvelopeV1], *, headers: Headers = ()) -> None:
+        """Publish every envelope of ``envelopes`` to ``topic`` and return once the broker acknowledged all of them.
+
+        Each goes with its own key, ``envelope.kafka_key()``, and ``headers`` plus its CloudEvents binary-mode
+        headers. The envelopes are handed to the producer in the order given, in one run that no other publish of
+        this bus interleaves, so order per key holds within the call and with the bus's other publishes; the
+        acknowledgements are awaited together, which is what makes it faster than a ``publish`` per envelope.
+
+        Checks (the topic name) happen before anything is sent: a ``UsageError`` means nothing was. On any other
+        failure it waits until nothing of the call is in flight, then raises :class:`PublishManyError`, which says
+        which envelopes were acknowledged. Cancelling the call while it waits for acknowledgements does not recall
+        what was handed over: those envelopes may still be published. An empty ``envelopes`` publishes nothing.
+        """
         ...
 
     async def subscribe(

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.adapters.memory_bus import MemoryBroker, MemoryEventBus
-from framework.errors import PayloadInvalid
+from framework.errors import PayloadInvalid, UsageError
 from framework.events.cloudevents import binary_headers, decode_message
 from framework.events.envelope import OnexEnvelopeV1
 from framework.events.topics import TopicClass, TopicName
@@ -38,6 +38,7 @@ from framework.ports.event_bus import (
     DeliveryPolicy,
     EventBus,
     Message,
+    PublishManyError,
     dead_letter_topic,
 )
 
@@ -294,6 +295,112 @@ async def test_order_per_key(bus: EventBus, unique_topic: Callable[..., str]) ->
         assert [m.envelope.payload["n"] for m in mine] == list(range(k, 200, 10))
         assert len({m.partition for m in mine}) == 1
     assert len({m.partition for m in collector.messages}) > 1  # the keys did spread over partitions
+
+
+async def test_publish_many_delivers_all_in_order_per_key(bus: EventBus, unique_topic: Callable[..., str]) -> None:
+    topic = unique_topic()
+    await bus.ensure_topics([topic], partitions=3)
+    collector = Collector()
+    await bus.subscribe([topic], group=group_name(), handler=collector)
+
+    sent = [make_envelope(n, key=f"key-{n % 10}") for n in range(300)]
+    await bus.publish_many(topic, sent)
+    await bus.publish_many(topic, [])  # nothing, and no error
+
+    await wait_until(lambda: len(collector.messages) == 300, "300 messages")
+    assert sorted(collector.numbers) == list(range(300))
+    assert {m.envelope.event_id for m in collector.messages} == {e.event_id for e in sent}
+    for k in range(10):
+        mine = [m for m in collector.messages if m.key == f"key-{k}".encode()]
+        assert [m.envelope.payload["n"] for m in mine] == list(range(k, 300, 10))
+        assert len({m.partition for m in mine}) == 1
+        offsets = [m.offset for m in mine]
+        assert offsets == sorted(offsets)
+    assert len({m.partition for m in collector.messages}) > 1  # the keys did spread over partitions
+
+
+async def test_publish_many_runs_are_not_interleaved(bus: EventBus, unique_topic: Callable[..., str]) -> None:
+    """Concurrent calls (and a publish between them) keep order per key: each call's envelopes stay one run, in
+    the order the calls were made."""
+    topic = unique_topic()
+    await bus.ensure_topics([topic], partitions=3)
+    collector = Collector()
+    await bus.subscribe([topic], group=group_name(), handler=collector)
+
+    first = [make_envelope(n, key=f"key-{n % 4}") for n in range(0, 100)]
+    single = make_envelope(100, key="key-0")
+    second = [make_envelope(n, key=f"key-{n % 4}") for n in range(101, 201)]
+    await asyncio.gather(bus.publish_many(topic, first), bus.publish(topic, single), bus.publish_many(topic, second))
+
+    await wait_until(lambda: len(collector.messages) == 201, "201 messages")
+    for k in range(4):
+        mine = [m.envelope.payload["n"] for m in collector.messages if m.key == f"key-{k}".encode()]
+        assert mine == sorted(mine), f"key-{k} out of order: {mine}"
+
+
+async def test_publish_many_keys_and_headers(bus: EventBus, unique_topic: Callable[..., str]) -> None:
+    topic = unique_topic()
+    await bus.ensure_topics([topic], partitions=3)
+    collector = Collector()
+    await bus.subscribe([topic], group=group_name(), handler=collector)
+
+    by_partition_key = make_envelope(1, key="pk-1")
+    chained = OnexEnvelopeV1.child_of(
+        make_envelope(0),
+        event_type="conformance-test",
+        payload={"n": 2},
+        source_node_id="conformance",
+        source_service="tests",
+        source_version="1.0.0",
+    )
+    # A caller's header with a CloudEvents name is replaced by the envelope's own, as with publish.
+    custom = (("x-trace", b"trace-1"), ("x-binary", b"\x00\xff\x10"), ("ce_id", b"not-this-one"))
+    await bus.publish_many(topic, [by_partition_key, chained], headers=custom)
+
+    await wait_until(lambda: len(collector.messages) == 2, "2 messages")
+    got = {m.envelope.payload["n"]: m for m in collector.messages}
+    assert got[1].key == b"pk-1"
+    assert got[2].key == str(chained.correlation_id).encode()
+    for n, envelope in ((1, by_partition_key), (2, chained)):
+        message = got[n]
+        assert message.envelope == envelope
+        assert message.value == envelope.to_json()
+        assert ("x-trace", b"trace-1") in message.headers
+        assert ("x-binary", b"\x00\xff\x10") in message.headers
+        headers = dict(message.headers)
+        for name, value in binary_headers(envelope):
+            assert headers[name] == value, name
+        assert [value for name, value in message.headers if name == "ce_id"] == [str(envelope.event_id).encode()]
+
+
+async def test_publish_many_refuses_a_bad_topic_before_sending(bus: EventBus) -> None:
+    with pytest.raises(UsageError):
+        await bus.publish_many("bad topic!", [make_envelope(1)])
+
+
+@pytest.mark.kafka
+async def test_kafka_publish_many_reports_what_was_acknowledged(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    """An envelope the producer refuses (too large) stops the call there: the ones before it are acknowledged
+    before the error is raised, the ones after it are never sent, and the error says so."""
+    bus = KafkaEventBus(kafka_bootstrap, **KAFKA_TEST_SETTINGS)
+    await bus.start()
+    try:
+        topic = unique_topic()
+        await bus.ensure_topics([topic], partitions=3)
+        envelopes = [make_envelope(0, key="k"), make_envelope(1, key="k", big="x" * 1_100_000), make_envelope(2)]
+        with pytest.raises(PublishManyError) as info:
+            await bus.publish_many(topic, envelopes)
+        error = info.value
+        assert (error.total, error.sent, error.acknowledged) == (3, 1, (0,))
+        assert list(error.errors) == [1]
+        assert error.__cause__ is error.errors[1]
+        assert not error.retriable
+        records = await read_raw(bus, topic, 1)
+        assert [OnexEnvelopeV1.from_json(r.value or b"").event_id for r in records] == [envelopes[0].event_id]
+    finally:
+        await bus.stop()
 
 
 async def test_group_of_two_members_splits_the_partitions(

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from framework.events import cloudevents
 from framework.events.cloudevents import binary_headers, ce_source, decode_message
 from framework.events.envelope import EnvelopeError, OnexEnvelopeV1
 
@@ -77,6 +78,40 @@ def test_own_message_round_trip(changes: dict[str, Any]) -> None:
     env = make(**changes)
     assert decode_message(env.to_json(), binary_headers(env)) == env
     assert decode_message(env.to_json(), []) == env  # the value alone is authoritative
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"correlation_id": CORRELATION, "causation_id": CAUSATION, "partition_key": "ns-1", "region": "eu"},
+        {"source_node_id": "", "metadata": {"k": "v"}, "environment": "prod"},
+    ],
+)
+def test_own_message_decodes_via_the_fast_path(changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own message is the envelope of its value, exactly as before the fast path (``from_json`` of the value),
+    without building the CloudEvents attributes: only content-type is read."""
+    env = make(**changes)
+    value, headers = env.to_json(), binary_headers(env)
+    before = OnexEnvelopeV1.from_json(value)
+
+    def not_on_the_fast_path(*args: Any) -> Any:
+        raise AssertionError("the CloudEvents headers were decoded for our own message")
+
+    monkeypatch.setattr(cloudevents, "_ce_attributes", not_on_the_fast_path)
+    monkeypatch.setattr(cloudevents, "_from_binary", not_on_the_fast_path)
+    monkeypatch.setattr(cloudevents, "_from_structured", not_on_the_fast_path)
+    for variant in (
+        headers,
+        [(name.upper(), raw) for name, raw in headers],
+        [],
+        [("content-type", b"application/json; charset=utf-8")],
+        # the value is authoritative: headers that contradict it, or cannot even be read, change nothing
+        [*headers, ("ce_id", b"something-else"), ("ce_subject", b"\xff")],
+    ):
+        decoded = decode_message(value, variant)
+        assert decoded == before == env
+        assert decoded.to_json() == value
 
 
 def test_header_names_are_case_insensitive() -> None:
