@@ -16,9 +16,3 @@ def shipped_dir(name: Shipped) -> Path:
     if packaged.is_dir():
         return packaged
     return _PACKAGE.parent / name
-
-
-def source_checkout() -> Path | None:
-    """The repository root when running from a source checkout (editable install), else None."""
-    root = _PACKAGE.parent
-    return root if (root / "pyproject.toml").is_file() and (root / "contracts").is_dir() else None

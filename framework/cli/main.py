@@ -38,8 +38,17 @@ PLUGIN_GROUP = "onex.commands"
 
 
 def plugin_commands() -> list[ModuleType]:
-    found = sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
-    return [ep.load() for ep in found]
+    """The subcommand modules packages declare; one that cannot be loaded is reported and left out."""
+    modules = []
+    for ep in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
+        try:
+            modules.append(ep.load())
+        except Exception as exc:
+            print(
+                f"onex: the '{ep.name}' command ({ep.value}) could not be loaded: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:

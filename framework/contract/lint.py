@@ -162,8 +162,17 @@ class Linter:
         if not inspect.isclass(cls):
             self.add(loc, "I002", f"module '{module_name}' has no class '{class_name}'")
             return
+        # Every node base of the runtime declares node_type; the contract layer cannot import the runtime to check
+        # subclassing, and a class without it is no node at all.
         declared = getattr(cls, "node_type", None)
-        if declared is not None and str(declared) != str(c.node_type):
+        if declared is None:
+            self.add(
+                loc,
+                "I003",
+                f"{class_name} is not a node class: subclass the base of its kind "
+                f"(framework.runtime.kinds: {c.node_type.title()}Node)",
+            )
+        elif str(declared) != str(c.node_type):
             self.add(loc, "I003", f"{class_name} is a {declared} implementation; this contract is {c.node_type}")
         for i, s in enumerate(c.subscriptions):
             if not callable(getattr(cls, s.handler, None)):

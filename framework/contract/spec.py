@@ -19,9 +19,6 @@ from framework.contract.subcontracts import (
     Workflow,
 )
 
-#: Versions of the contract language this framework reads.
-CONTRACT_VERSIONS = ("1.0",)
-
 
 class NodeType(enum.StrEnum):
     EFFECT = "EFFECT"
@@ -85,14 +82,6 @@ class HttpEffect(Spec):
 
 
 Effect = Annotated[PostgresEffect | KafkaEffect | Blake3Effect | HttpEffect, Field(discriminator="adapter")]
-
-#: Adapter name → its parameter model. The catalog of adapters the validator, generators and runtime share.
-EFFECT_MODELS: dict[str, type[Spec]] = {
-    "postgres": PostgresEffect,
-    "kafka": KafkaEffect,
-    "blake3": Blake3Effect,
-    "http": HttpEffect,
-}
 
 
 class Subcontracts(Spec):
@@ -183,16 +172,3 @@ class Contract(Spec):
                 if event.name == name:
                     return catalog, i
         return None
-
-    def find_model(self, name: str, catalog: EventCatalog | None = None) -> JsonSchema | None:
-        """A named model: the catalog's own first (for payloads), then the contract's."""
-        if catalog is not None and name in catalog.models:
-            return catalog.models[name]
-        return self.models.get(name)
-
-
-def all_model_names(contract: Contract) -> set[ModelName]:
-    names = set(contract.models)
-    for catalog in contract.subcontracts.events:
-        names.update(catalog.models)
-    return names

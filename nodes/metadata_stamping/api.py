@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 #: Largest request body; base64 content of a 10 MB file fits.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_PAGE = 50
+MAX_PAGE = 500
 #: The docs page loads nothing from anywhere: its script and style are inline.
 _DOCS_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -91,7 +92,7 @@ def routes(node: MetadataStampingNode) -> list[web.RouteDef]:
 
     async def list_namespace(request: web.Request) -> web.StreamResponse:
         try:
-            limit = _int_query(request, "limit", DEFAULT_PAGE, 1, 500)
+            limit = _int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
             offset = _int_query(request, "offset", 0, 0, 2**31 - 1)
             data = await node.list_namespace(request.match_info["namespace"], limit=limit, offset=offset)
         except BadRequest as exc:
@@ -117,9 +118,7 @@ def routes(node: MetadataStampingNode) -> list[web.RouteDef]:
             text=docs,
             content_type="text/html",
             charset="utf-8",
-            headers={
-                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
-            },
+            headers={"Content-Security-Policy": _DOCS_CSP},
         )
 
     return [

@@ -7,7 +7,7 @@ namespace and content), so a file stamped here verifies there and the reverse.
 from __future__ import annotations
 
 import os
-import uuid
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +18,6 @@ from framework.adapters.hashing import hash_bytes
 from nodes.metadata_stamping import stamps
 from nodes.metadata_stamping.filetypes import FileTypes
 
-STAMP_ID_NAMESPACE = uuid.UUID("6f6e6578-0000-5000-8000-6d657461646d")
 _SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules", ".onex"}
 
 Outcome = Literal["stamped", "unchanged", "would-stamp", "binary", "valid", "tampered", "missing", "error"]
@@ -30,10 +29,6 @@ class FileResult:
     outcome: Outcome
     file_hash: str | None = None
     detail: str = ""
-
-
-def stamp_id(namespace: str, file_hash: str) -> uuid.UUID:
-    return uuid.uuid5(STAMP_ID_NAMESPACE, f"{namespace}\x00{file_hash}")
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -73,7 +68,7 @@ def stamp_file(path: Path, *, namespace: str, rich: bool, dry_run: bool, types: 
             return FileResult(path, "unchanged", digest, "already stamped")
         detection = types.detect(path.name, data[:4096])
         info = stamps.StampInfo(
-            uid=str(stamp_id(namespace, digest)),
+            uid=str(stamps.stamp_id(namespace, digest)),
             file_hash=digest,
             timestamp=datetime.now(UTC).isoformat(),
             namespace=namespace,
@@ -84,9 +79,14 @@ def stamp_file(path: Path, *, namespace: str, rich: bool, dry_run: bool, types: 
         stamped = stamps.apply(stripped, stamps.render(info, kind, comment, stamps.newline_of(stripped)))
         if dry_run:
             return FileResult(path, "would-stamp", digest)
+        # Write beside the file and rename over it, so a crash never leaves a half-written file; keep its mode.
         tmp = path.with_name(f".{path.name}.onex-tmp")
-        tmp.write_bytes(stamped.encode("utf-8"))
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(stamped.encode("utf-8"))
+            shutil.copymode(path, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return FileResult(path, "stamped", digest)
     except OSError as exc:
         return FileResult(path, "error", None, f"{type(exc).__name__}: {exc.strerror or exc}")

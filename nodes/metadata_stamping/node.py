@@ -27,10 +27,7 @@ from nodes.metadata_stamping.requests import BadRequest, ContentRequest, check_n
 
 T = TypeVar("T")
 
-#: uuid5 namespace of stamp ids: one (namespace, hash) always gets the same id, even from two racing first stamps.
-STAMP_ID_NAMESPACE = uuid.UUID("6f6e6578-0000-5000-8000-6d657461646d")
 REQUEST_MODELS = ("StampRequest", "HashRequest", "ValidateRequest", "BatchRequest", "ProtocolRequest")
-MAX_PAGE = 500
 _HEAD = 4096
 
 
@@ -300,7 +297,7 @@ class MetadataStampingNode(EffectNode):
 
         # One round trip: insert the stamp, or (same namespace and hash) update it, keeping its id and bumping its
         # version. Its id is the uuid5 of (namespace, hash), so the stamp text can name it before the row exists.
-        stamp_id = uuid.uuid5(STAMP_ID_NAMESPACE, f"{req.namespace}\x00{digest}")
+        stamp_id = stamps.stamp_id(req.namespace, digest)
         now = _now()
         kind: stamps.Kind = "rich" if req.rich else "lightweight"
         stamped, row = self._stamp_row(

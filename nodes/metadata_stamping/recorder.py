@@ -43,6 +43,7 @@ class HashRecorder:
         self._queue: list[Recorded] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._lock = asyncio.Lock()  # one flush at a time: a caller of flush() waits for the one in progress
         self.dropped = 0
         self.written = 0
@@ -67,9 +68,11 @@ class HashRecorder:
         """Stop the loop and write what is queued."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Ask the loop to finish rather than cancel it: a cancel in the middle of a flush would lose the batch
+            # it had taken off the queue.
+            self._stopping = True
+            self._wake.set()
+            await task
         await self.flush()
 
     async def flush(self) -> None:
@@ -86,12 +89,14 @@ class HashRecorder:
             self.written += len(batch)
         except Exception:
             # Put them back in front (bounded): the next flush retries them.
-            self._queue[:0] = batch[: max(0, MAX_QUEUED - len(self._queue))]
+            kept = batch[: max(0, MAX_QUEUED - len(self._queue))]
+            self._queue[:0] = kept
+            self.dropped += len(batch) - len(kept)
             log.warning("hash metrics not written; will retry", exc_info=True, extra={"rows": len(batch)})
             raise
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_INTERVAL_S):
                     await self._wake.wait()

@@ -228,3 +228,12 @@ def verdict(stamps: list[FoundStamp], actual_hash: str) -> Verdict:
     if not stamps:
         return "missing"
     return "valid" if all(s.file_hash == actual_hash for s in stamps) else "tampered"
+
+
+#: uuid5 namespace of stamp ids: one (namespace, hash) always gets the same id, from the CLI or the service, even
+#: from two racing first stamps.
+STAMP_ID_NAMESPACE = uuid.UUID("6f6e6578-0000-5000-8000-6d657461646d")
+
+
+def stamp_id(namespace: str, file_hash: str) -> uuid.UUID:
+    return uuid.uuid5(STAMP_ID_NAMESPACE, f"{namespace}\x00{file_hash}")

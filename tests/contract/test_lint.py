@@ -506,7 +506,10 @@ def test_implementation_checks_pass_for_a_matching_class(check: Check, handlers:
         with_impl(f"{handlers}:Compute", subscriptions=subs, subcontracts={"events": catalog("e", "f")}), imports=True
     )
     assert found == []
-    assert check(with_impl(f"{handlers}:Plain"), imports=True) == []  # no node_type: nothing to compare
+    # A class that declares no node_type is not a node (every base of the runtime declares one).
+    assert [(f.code, f.message) for f in check(with_impl(f"{handlers}:Plain"), imports=True)] == [
+        ("I003", "Plain is not a node class: subclass the base of its kind (framework.runtime.kinds: ComputeNode)")
+    ]
 
 
 def test_I001_module_not_importable(check: Check, handlers: str, tmp_path: Path) -> None:

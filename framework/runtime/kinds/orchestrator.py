@@ -106,8 +106,14 @@ class OrchestratorNode(Node):
         context.run(current_event.set, cause)
         task = asyncio.create_task(coro, context=context)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """Forget the task, and say when it failed: nobody else awaits a workflow run after it was accepted."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("workflow task failed", exc_info=task.exception(), extra={"task": task.get_name()})
 
     # --- starting workflows ---------------------------------------------------------------------------------------
 

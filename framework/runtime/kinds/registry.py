@@ -43,7 +43,6 @@ log = logging.getLogger("onex.registry")
 __all__ = ["RegistryNode", "has_capability"]
 
 DEFAULT_TTL_S = 90
-_FIELDS = ("node_type", "node_version", "capabilities", "endpoints", "metadata", "contract_hash")
 
 
 def _q(name: str) -> str:
