@@ -4,12 +4,9 @@ with the steps' outcomes and persists them."""
 from framework.workflows.builder import build_workflow_class, stages
 from framework.workflows.engine import WorkflowBusy, WorkflowEngine, WorkflowHooks
 from framework.workflows.outcome import StepCall, StepOutcome, StepStatus, WorkflowResult
-from framework.workflows.persistence import MemoryWorkflowStore, PostgresWorkflowStore, WorkflowStore
 from framework.workflows.runner import StepFailed, StepRunner
 
 __all__ = [
-    "MemoryWorkflowStore",
-    "PostgresWorkflowStore",
     "StepCall",
     "StepFailed",
     "StepOutcome",
@@ -19,7 +16,6 @@ __all__ = [
     "WorkflowEngine",
     "WorkflowHooks",
     "WorkflowResult",
-    "WorkflowStore",
     "build_workflow_class",
     "stages",
 ]

@@ -28,10 +28,10 @@ from workflows.errors import WorkflowTimeoutError
 from framework.contract.subcontracts import Step
 from framework.contract.subcontracts import Workflow as WorkflowSpec
 from framework.errors import OnexError, TransitionError
+from framework.ports.workflow_store import WorkflowStore
 from framework.runtime.fsm import FireResult, FSMEngine, FSMInstance
 from framework.workflows.builder import build_workflow_class, run_workflow
 from framework.workflows.outcome import StepCall, StepOutcome, StepStatus, WorkflowResult
-from framework.workflows.persistence import WorkflowStore
 from framework.workflows.runner import StepRunner
 
 log = logging.getLogger("onex.workflows")

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from framework.contract.subcontracts import Step
+from framework.ports.workflow_store import StepOutcome, StepStatus
 
-
-class StepStatus(enum.StrEnum):
-    """The outcomes of a step (the ``status`` of workflow_steps and of workflow-step-completed)."""
-
-    COMPLETED = "completed"
-    SKIPPED = "skipped"  # its ``when`` guard did not hold
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    step: str
-    status: StepStatus
-    required: bool
-    attempts: int = 0
-    duration_ms: float = 0.0
-    result: Any = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """The workflow may go on: the step completed, was skipped, or was optional."""
-        return self.status in (StepStatus.COMPLETED, StepStatus.SKIPPED) or not self.required
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "status": str(self.status),
-            "required": self.required,
-            "attempts": self.attempts,
-            "duration_ms": round(self.duration_ms, 3),
-            "error": self.error,
-        }
+# The step records are declared by the workflow store port; the engine's vocabulary re-exports them.
+__all__ = ["StepCall", "StepOutcome", "StepStatus", "WorkflowResult"]
 
 
 @dataclass(frozen=True)

@@ -24,21 +24,21 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar
 
 from framework.adapters.http_effect import HttpEffect
+from framework.adapters.memory_workflow_store import MemoryWorkflowStore
+from framework.adapters.postgres_workflow_store import PostgresWorkflowStore
 from framework.contract.spec import Contract, NodeType
 from framework.contract.subcontracts import CommandTarget, HttpTarget, LocalTarget, NodeTarget
 from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.workflow_store import WorkflowStore
 from framework.runtime.fsm import FireResult, FSMInstance
 from framework.runtime.kinds.base import Node, NodeRuntime, current_event
 from framework.runtime.payloads import PayloadValidator
 from framework.workflows import (
-    MemoryWorkflowStore,
-    PostgresWorkflowStore,
     StepCall,
     StepOutcome,
     WorkflowEngine,
     WorkflowResult,
-    WorkflowStore,
 )
 
 STATE_TRANSITION = "workflow-state-transition"

@@ -1,104 +1,13 @@
-"""Where workflows are kept: ``workflow_executions`` (one row per workflow: state, input, result) and
-``workflow_steps`` (one row per step outcome), next to the FSM's own ``fsm_transitions``.
-
-Writes join the transaction open in the caller's context, so a step's row, the FSM transition it causes and the
-events that describe them (outbox rows) commit together. A step's row is written when the step has an outcome, not
-when it starts: a step that was running when the process died has no row and runs again on resume.
-"""
+"""The workflow store on PostgreSQL (workflow_executions, workflow_steps). A step's row is written when the step has
+an outcome, not when it starts: a step that was running when the process died has no row and runs again on resume."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from framework.ports.store import Store
-from framework.workflows.outcome import StepOutcome, StepStatus
-
-
-@dataclass(frozen=True)
-class Execution:
-    workflow_id: str
-    workflow_name: str
-    state: str
-    input: dict[str, Any]
-    finished: bool
-    error: str | None = None
-    result: dict[str, Any] | None = None
-
-
-class WorkflowStore(Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
-
-    async def create(self, workflow_id: str, workflow_name: str, data: dict[str, Any]) -> bool:
-        """Record a new workflow in state pending; ``False`` when ``workflow_id`` is already recorded."""
-        ...
-
-    async def set_state(
-        self, workflow_id: str, state: str, *, finished: bool, error: str | None, result: dict[str, Any] | None
-    ) -> None: ...
-
-    async def save_step(self, workflow_id: str, outcome: StepOutcome) -> None: ...
-
-    async def load(self, workflow_id: str) -> Execution | None: ...
-
-    async def steps(self, workflow_id: str) -> dict[str, StepOutcome]: ...
-
-    async def unfinished(self, workflow_name: str) -> list[str]:
-        """Ids of the workflows of that name that have not finished, oldest first."""
-        ...
-
-
-class MemoryWorkflowStore:
-    """In this process only: for hosts without a database, tests and benchmarks."""
-
-    def __init__(self) -> None:
-        self.executions: dict[str, Execution] = {}
-        self.step_rows: dict[str, dict[str, StepOutcome]] = {}
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        return _nothing()
-
-    async def create(self, workflow_id: str, workflow_name: str, data: dict[str, Any]) -> bool:
-        if workflow_id in self.executions:
-            return False
-        self.executions[workflow_id] = Execution(workflow_id, workflow_name, "pending", data, False)
-        self.step_rows[workflow_id] = {}
-        return True
-
-    async def set_state(
-        self, workflow_id: str, state: str, *, finished: bool, error: str | None, result: dict[str, Any] | None
-    ) -> None:
-        old = self.executions[workflow_id]
-        self.executions[workflow_id] = Execution(
-            workflow_id,
-            old.workflow_name,
-            state,
-            old.input,
-            finished,
-            error,
-            result if result is not None else old.result,
-        )
-
-    async def save_step(self, workflow_id: str, outcome: StepOutcome) -> None:
-        self.step_rows.setdefault(workflow_id, {})[outcome.step] = outcome
-
-    async def load(self, workflow_id: str) -> Execution | None:
-        return self.executions.get(workflow_id)
-
-    async def steps(self, workflow_id: str) -> dict[str, StepOutcome]:
-        return dict(self.step_rows.get(workflow_id, {}))
-
-    async def unfinished(self, workflow_name: str) -> list[str]:
-        return [e.workflow_id for e in self.executions.values() if e.workflow_name == workflow_name and not e.finished]
-
-
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield None
-
+from framework.ports.workflow_store import Execution, StepOutcome, StepStatus
 
 _CREATE = """
 INSERT INTO workflow_executions (workflow_id, workflow_name, state, context) VALUES ($1, $2, 'pending', $3)
