@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from framework.cli.main import main
+from tests.pg import migrated_database
 
 BIN = Path(sys.executable).parent
 KINDS = ["EFFECT", "COMPUTE", "REDUCER", "ORCHESTRATOR", "REGISTRY"]
@@ -23,15 +24,16 @@ def onex(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def run_until_hosting(contract: str, cwd: Path) -> tuple[int, str]:
-    """Start onex run, wait for its 'onex: hosting' line, then SIGINT it; (exit code, output)."""
+def run_until_hosting(contract: str, cwd: Path, postgres_dsn: str) -> tuple[int, str]:
+    """Start onex run, wait for its 'onex: hosting' line, then SIGINT it; (exit code, output). Kinds that persist
+    use the test session's PostgreSQL (a fresh database), as the README's POSTGRES_DSN does."""
     proc = subprocess.Popen(
         [str(BIN / "onex"), "run", contract, "--bus", "memory", "--port", "0", "--data-dir", str(cwd / ".onex")],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "LOG_LEVEL": "WARNING"},
+        env={**os.environ, "LOG_LEVEL": "WARNING", "POSTGRES_DSN": postgres_dsn},
     )
     assert proc.stdout is not None
     lines = []
@@ -46,7 +48,7 @@ def run_until_hosting(contract: str, cwd: Path) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_scaffold_works_straight_away(kind: str, tmp_path: Path) -> None:
+async def test_scaffold_works_straight_away(kind: str, tmp_path: Path, postgres_dsn: str) -> None:
     name = f"my_{kind.lower()}"
     done = onex("new", name, "--kind", kind, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -62,7 +64,8 @@ def test_scaffold_works_straight_away(kind: str, tmp_path: Path) -> None:
         timeout=300,
     )
     assert test.returncode == 0, test.stdout + test.stderr
-    code, output = run_until_hosting(contract, tmp_path)
+    async with migrated_database(postgres_dsn, migrate=False) as dsn:
+        code, output = run_until_hosting(contract, tmp_path, dsn)
     assert "onex: hosting 1 node" in output, output
     assert code == 0, output
 
