@@ -3,16 +3,14 @@ offending key; codes are in :mod:`framework.contract.codes`."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from framework.contract.findings import Finding, Level
 from framework.contract.guard import GuardSyntaxError, parse_guard
+from framework.contract.imports import import_module
 from framework.contract.loader import Document, Loc
 from framework.contract.schema_subset import check_model
 from framework.contract.spec import Contract, NodeType
@@ -154,7 +152,7 @@ class Linter:
         module_name, _, class_name = c.implementation.partition(":")
         loc: Loc = ("implementation",)
         try:
-            module = _import(module_name)
+            module = import_module(module_name)
         except Exception as exc:
             self.add(loc, "I001", f"cannot import module '{module_name}': {type(exc).__name__}: {exc}")
             return
@@ -381,15 +379,3 @@ def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
                 seen.add(nxt)
                 queue.append(nxt)
     return seen
-
-
-def _import(module_name: str) -> Any:
-    """Import a handler module as ``onex validate`` runs: the working directory is importable, as with
-    ``python -m``. Any exception the module raises while importing is reported, not propagated."""
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(module_name)
-    except SystemExit as exc:
-        raise ImportError(f"the module called sys.exit({exc.code}) while importing") from None

@@ -24,12 +24,12 @@ workflow group); a strategy that does not group it is not an error.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from framework.contract.imports import import_module
 from framework.contract.subcontracts import Aggregation, AggregationStrategy, AggregationType
 from framework.errors import ContractError
 
@@ -155,7 +155,7 @@ def group_keys(
 def _resolve(ref: str) -> CustomGrouping:
     module_name, _, name = ref.partition(":")
     try:
-        function = getattr(importlib.import_module(module_name), name)
+        function = getattr(import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
         raise ContractError(f"CUSTOM aggregation function '{ref}' cannot be imported: {exc}") from exc
     if not callable(function):

@@ -3,14 +3,12 @@ it; nothing scans directories."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from framework.adapters.hashing import hash_bytes_async
 from framework.adapters.http_effect import HttpEffect
+from framework.contract.imports import import_module
 from framework.contract.spec import Blake3Effect, Contract, KafkaEffect, NodeType
 from framework.contract.spec import HttpEffect as HttpEffectSpec
 from framework.errors import NodeRuleError
@@ -71,11 +69,8 @@ def node_class(contract: Contract) -> type[Node]:
     if contract.implementation is None:
         return base
     module_name, _, class_name = contract.implementation.partition(":")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
+        module = import_module(module_name)
     except Exception as exc:
         raise NodeRuleError(f"contract '{contract.name}': cannot import '{module_name}': {exc}") from exc
     cls = getattr(module, class_name, None)
