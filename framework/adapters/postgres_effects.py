@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from framework.errors import NodeRuleError, PortError, UsageError
-from framework.ports.store import Store, Transaction, current_transaction
+from framework.ports.store import Store, Transaction, in_transaction
 
 __all__ = ["PostgresEffectCall", "PostgresEffectSpec", "PostgresEffects", "TableInfo", "quote_ident"]
 
@@ -139,11 +139,7 @@ class PostgresEffects:
 
     async def run(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``work`` in the caller's transaction, or in a new one."""
-        tx = current_transaction(self._store)
-        if tx is not None:
-            return await work(tx)
-        async with self._store.transaction() as own:
-            return await work(own)
+        return await in_transaction(self._store, work)
 
 
 async def _read_table(tx: Transaction, table: str) -> TableInfo:

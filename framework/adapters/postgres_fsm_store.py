@@ -13,12 +13,11 @@ effects (and its outbox events).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from framework.errors import QueryError, TransitionConflict
 from framework.ports.fsm_store import TransitionRecord
-from framework.ports.store import Store, Transaction, current_transaction
+from framework.ports.store import Store, in_transaction
 
 __all__ = ["PostgresFSMStore"]
 
@@ -68,26 +67,23 @@ class PostgresFSMStore:
         except QueryError as exc:
             if exc.sqlstate != _UNIQUE_VIOLATION:
                 raise
-            expected = int(await self._run(lambda tx: tx.fetchval(_LAST_SEQUENCE, record.machine, record.instance_id)))
+            expected = int(
+                await in_transaction(
+                    self._store, lambda tx: tx.fetchval(_LAST_SEQUENCE, record.machine, record.instance_id)
+                )
+            )
             raise _conflict(record, expected + 1) from None
         assert row is not None
         if not row["inserted"]:
             raise _conflict(record, int(row["expected"]))
 
     async def last(self, machine: str, instance_id: str) -> TransitionRecord | None:
-        row = await self._run(lambda tx: tx.fetchrow(_LAST, machine, instance_id))
+        row = await in_transaction(self._store, lambda tx: tx.fetchrow(_LAST, machine, instance_id))
         return None if row is None else _record(row)
 
     async def history(self, machine: str, instance_id: str) -> list[TransitionRecord]:
-        rows = await self._run(lambda tx: tx.fetch(_HISTORY, machine, instance_id))
+        rows = await in_transaction(self._store, lambda tx: tx.fetch(_HISTORY, machine, instance_id))
         return [_record(row) for row in rows]
-
-    async def _run(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
-        tx = current_transaction(self._store)
-        if tx is not None:
-            return await work(tx)
-        async with self._store.transaction() as own:
-            return await work(own)
 
 
 def _conflict(record: TransitionRecord, expected: int) -> TransitionConflict:

@@ -13,13 +13,12 @@ be (the host can call it periodically).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
 from framework.errors import UsageError
-from framework.ports.store import Store, Transaction, current_transaction
+from framework.ports.store import Store, in_transaction
 
 __all__ = ["PostgresProcessedEvents"]
 
@@ -42,31 +41,24 @@ class PostgresProcessedEvents:
 
     async def is_processed(self, group: str, event_id: str) -> bool:
         uid = _uuid(event_id)
-        return bool(await self._run(lambda tx: tx.fetchval(_IS_PROCESSED, group, uid)))
+        return bool(await in_transaction(self._store, lambda tx: tx.fetchval(_IS_PROCESSED, group, uid)))
 
     async def mark_processed(self, group: str, event_id: str) -> None:
         if not isinstance(group, str) or not group:
             raise UsageError(f"group must be a non-empty string, got {group!r}")
         uid = _uuid(event_id)
-        await self._run(lambda tx: tx.execute(_MARK, group, uid))
+        await in_transaction(self._store, lambda tx: tx.execute(_MARK, group, uid))
 
     async def count(self, group: str) -> int:
         """How many event ids ``group`` has recorded."""
-        return int(await self._run(lambda tx: tx.fetchval(_COUNT, group)))
+        return int(await in_transaction(self._store, lambda tx: tx.fetchval(_COUNT, group)))
 
     async def prune(self, older_than: timedelta) -> int:
         """Delete ids recorded more than ``older_than`` ago (of every group); return how many."""
         if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
             raise UsageError(f"older_than must be a positive timedelta, got {older_than!r}")
-        status: str = await self._run(lambda tx: tx.execute(_PRUNE, older_than))
+        status: str = await in_transaction(self._store, lambda tx: tx.execute(_PRUNE, older_than))
         return int(status.rsplit(" ", 1)[-1])
-
-    async def _run(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
-        tx = current_transaction(self._store)
-        if tx is not None:
-            return await work(tx)
-        async with self._store.transaction() as own:
-            return await work(own)
 
 
 def _uuid(event_id: Any) -> UUID:

@@ -24,10 +24,10 @@ parameters take Python values (dicts, lists, ...) and come back decoded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar, Token
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from framework.events.envelope import OnexEnvelopeV1
 
@@ -36,6 +36,7 @@ __all__ = [
     "Store",
     "Transaction",
     "current_transaction",
+    "in_transaction",
     "reset_current_transaction",
     "set_current_transaction",
 ]
@@ -99,6 +100,8 @@ class Store(Protocol):
         ...
 
 
+T = TypeVar("T")
+
 _current: ContextVar[Transaction | None] = ContextVar("onex_current_transaction", default=None)
 
 
@@ -110,6 +113,15 @@ def current_transaction(store: Store | None = None) -> Transaction | None:
     if store is not None and transaction.store is not store:
         return None
     return transaction
+
+
+async def in_transaction(store: Store, work: Callable[[Transaction], Awaitable[T]]) -> T:
+    """Run ``work`` in the transaction open in this context on ``store`` (a handler's, say), or in a new one."""
+    tx = current_transaction(store)
+    if tx is not None:
+        return await work(tx)
+    async with store.transaction() as own:
+        return await work(own)
 
 
 def set_current_transaction(transaction: Transaction) -> Token[Transaction | None]:

@@ -167,8 +167,9 @@ class WorkflowEngine:
         finally:
             self._release()
 
-    async def _create(self, wid: str, data: dict[str, Any]) -> _Run | None:
-        context = {
+    def _initial_context(self, wid: str) -> dict[str, Any]:
+        """What the workflow FSM's guards and actions see before the first step."""
+        return {
             "workflow_id": wid,
             "workflow_name": self.spec.workflow_name,
             "total_steps": len(self.spec.steps),
@@ -176,6 +177,9 @@ class WorkflowEngine:
             "skipped_steps": 0,
             "error": None,
         }
+
+    async def _create(self, wid: str, data: dict[str, Any]) -> _Run | None:
+        context = self._initial_context(wid)
         async with self.store.transaction():
             if not await self.store.create(wid, self.spec.workflow_name, data):
                 return None
@@ -286,14 +290,7 @@ class WorkflowEngine:
     async def _restore(self, wid: str, data: dict[str, Any]) -> _Run:
         instance = await self.fsm.restore(wid)
         if instance is None:
-            context = {
-                "workflow_id": wid,
-                "workflow_name": self.spec.workflow_name,
-                "total_steps": len(self.spec.steps),
-                "completed_steps": 0,
-                "skipped_steps": 0,
-                "error": None,
-            }
+            context = self._initial_context(wid)
             instance = FSMInstance(self.fsm, wid, self.fsm.definition.initial_state, context, 0)
             async with self.store.transaction():
                 await self._move(instance, "start", {})

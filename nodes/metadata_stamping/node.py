@@ -15,7 +15,7 @@ from framework.adapters.hashing import hash_bytes_async
 from framework.contract.spec import Contract
 from framework.errors import PayloadInvalid
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.store import current_transaction
+from framework.ports.store import in_transaction
 from framework.runtime.kinds import EffectNode
 from framework.runtime.kinds.base import NodeRuntime, current_event
 from framework.runtime.metrics import Counter, Histogram
@@ -237,10 +237,7 @@ class MetadataStampingNode(EffectNode):
         return body
 
     async def _in_transaction(self, work: Callable[[], Awaitable[T]]) -> T:
-        if current_transaction(self.runtime.resources.get("store")) is not None:
-            return await work()
-        async with self.transaction():
-            return await work()
+        return await in_transaction(self.store, lambda _tx: work())
 
     async def _hash(self, data: bytes) -> tuple[str, float]:
         started = time.perf_counter()

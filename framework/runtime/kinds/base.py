@@ -140,14 +140,19 @@ class Node:
         self.runtime.metrics.published.inc(topic=route.topic)
         return envelope
 
+    @property
+    def store(self) -> Store:
+        """The host's database; a node whose contract declares no postgres effect or state has none."""
+        store: Store | None = self.runtime.resources.get("store")
+        if store is None:
+            raise NodeRuleError(f"node '{self.name}' has no database: declare a postgres effect or state")
+        return store
+
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A database transaction for work that does not arrive as an event (an HTTP request, say): effects,
         FSM transitions and published events inside it commit together. Event handlers of nodes whose work lives in
         PostgreSQL already run inside one."""
-        store: Store | None = self.runtime.resources.get("store")
-        if store is None:
-            raise NodeRuleError(f"node '{self.name}' has no database: declare a postgres effect or state")
-        return store.transaction()
+        return self.store.transaction()
 
     async def fire(self, instance: FSMInstance, trigger: str, context: dict[str, Any] | None = None) -> FireResult:
         """Fire a trigger on an instance of this node's FSM and publish what its actions emitted."""

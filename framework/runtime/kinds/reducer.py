@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from framework.contract.spec import Contract, NodeType
 from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.store import Store, Transaction, current_transaction
+from framework.ports.store import Store, Transaction, in_transaction
 from framework.runtime.aggregation import Aggregator, GroupTotals, ItemFields
 from framework.runtime.fsm import FSMInstance
 from framework.runtime.kinds.base import Node, NodeRuntime, current_event
@@ -119,11 +119,7 @@ class ReducerNode(Node):
         items = list(items)
         event = current_event.get()
         groups = self.aggregator.fold(items, types=types, now=event.event_timestamp if event else None)
-        tx = current_transaction(self._store)
-        if tx is not None:
-            return await self._fold(tx, len(items), groups)
-        async with self.transaction() as own:
-            return await self._fold(own, len(items), groups)
+        return await in_transaction(self.store, lambda tx: self._fold(tx, len(items), groups))
 
     async def _fold(self, tx: Transaction, count: int, groups: list[GroupTotals]) -> list[dict[str, Any]]:
         await self._lock(tx)
