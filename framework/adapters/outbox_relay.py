@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from framework.adapters.postgres_store import OUTBOX_CHANNEL, PostgresStore, decode_outbox_headers
+from framework.backoff import backoff_s
 from framework.errors import PortError, UsageError
 from framework.events.envelope import EnvelopeError, OnexEnvelopeV1
 from framework.ports.event_bus import EventBus, Headers, dead_letter_topic
@@ -259,8 +259,9 @@ class OutboxRelay(Resource):
                 await self._wait(delay, wake_early=False)
 
     def _backoff(self, failures: int) -> float:
-        base: float = min(self._max_backoff_s, self._initial_backoff_s * 2.0 ** min(failures - 1, 30))
-        return base * (1 + 0.1 * (2 * random.random() - 1))
+        return backoff_s(
+            failures, initial_s=self._initial_backoff_s, multiplier=2.0, max_s=self._max_backoff_s, jitter=0.1
+        )
 
     async def _wait(self, seconds: float, *, wake_early: bool = True) -> None:
         """Sleep ``seconds``; a stop ends it early, and so does a notification when ``wake_early``."""

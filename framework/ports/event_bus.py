@@ -23,11 +23,11 @@ Publishing rules:
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from framework.backoff import backoff_s
 from framework.errors import PortError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.events.topics import TopicName, TopicNameError
@@ -110,8 +110,13 @@ class DeliveryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based), with jitter."""
-        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
-        return max(0.0, base * (1 + self.jitter * (2 * random.random() - 1)))
+        return backoff_s(
+            attempt,
+            initial_s=self.initial_backoff_s,
+            multiplier=self.multiplier,
+            max_s=self.max_backoff_s,
+            jitter=self.jitter,
+        )
 
 
 def dead_letter_topic(topic: str) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from framework.backoff import backoff_s
 from framework.contract.guard import Guard, GuardEvaluationError, parse_guard
 from framework.contract.subcontracts import RetryPolicy, Step
 from framework.errors import PoisonMessage
@@ -75,8 +75,9 @@ class StepRunner:
 
 def _backoff_s(policy: RetryPolicy, attempt: int) -> float:
     b = policy.backoff
-    delay = min(b.initial_ms * b.multiplier ** (attempt - 1), b.max_ms) / 1000
-    return max(0.0, delay * (1 + random.uniform(-b.jitter, b.jitter)))
+    return backoff_s(
+        attempt, initial_s=b.initial_ms / 1000, multiplier=b.multiplier, max_s=b.max_ms / 1000, jitter=b.jitter
+    )
 
 
 def _describe(exc: BaseException) -> str:
