@@ -793,6 +793,8 @@ async def test_registration_follows_heartbeats_and_expires() -> None:
         await instance.fire("heartbeat")
     assert (await instance.fire("heartbeat", {"health_status": "degraded"})).transition == "heartbeat_bad"
     assert instance.state == "unhealthy"
+    # Introspection says nothing of health: an unhealthy node stays unhealthy until a healthy heartbeat.
+    assert (await instance.fire("introspection")).state == "unhealthy"
     assert (await instance.fire("heartbeat", {"health_status": "healthy"})).state == "healthy"
     assert (await instance.fire("introspection")).transition == "refresh"
     expired = await instance.fire("ttl_elapsed")
