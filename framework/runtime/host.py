@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -27,7 +30,7 @@ from framework.adapters.postgres_store import PostgresStore
 from framework.adapters.services import open_services, redact_dsn
 from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
-from framework.ports.event_bus import DeliveryPolicy, EventBus, Message, Subscription
+from framework.ports.event_bus import DeliveryPolicy, EventBus, Handler, Message, Subscription
 from framework.ports.fsm_store import FSMStore
 from framework.ports.resource import Resource
 from framework.runtime.catalog import bind_effects, node_class
@@ -41,6 +44,11 @@ log = logging.getLogger("onex.host")
 
 INTROSPECTION = "node-introspection"
 HEARTBEAT = "node-heartbeat"
+INTROSPECTION_REQUESTED = "registry-introspection-requested"
+#: A request for introspection older than the host's start by more than this was answered by the host's own
+#: announcement on start; a fresh host's group reads its topic from the beginning and skips those.
+_REQUEST_MARGIN = timedelta(seconds=60)
+_hosts_made = itertools.count(1)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -115,6 +123,10 @@ class Host(Resource):
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
         self._started_at = time.monotonic()
+        self._started_wall = datetime.now(UTC)
+        # Names this host's nodes (``name@instance``); a second host in one process gets a suffix of its own.
+        number = next(_hosts_made)
+        self.instance = f"{socket.gethostname()}-{os.getpid()}" + (f"-{number}" if number > 1 else "")
         self._gauges = {
             "pool_in_use": Gauge("onex_db_pool_connections_in_use", "PostgreSQL connections in use."),
             "pool_size": Gauge("onex_db_pool_connections", "PostgreSQL connections open."),
@@ -166,7 +178,7 @@ class Host(Resource):
         runtime = NodeRuntime(
             bus=self.bus,
             env=s.env,
-            instance=f"{socket.gethostname()}-{os.getpid()}",
+            instance=self.instance,
             metrics=self.metrics,
             bind_effects=bind_effects,
             fsm_store=fsm_store,
@@ -183,8 +195,7 @@ class Host(Resource):
             await node.start()
             stack.push_async_callback(node.stop)
         await self._serve_http(stack)
-        for node in self.nodes:
-            await self._subscribe(node)
+        await self._subscribe_all()
         await self._announce(stack)
         self._write_endpoints()
         self.ready = True
@@ -215,6 +226,27 @@ class Host(Resource):
         if beating:
             task = asyncio.create_task(self._heartbeats(beating), name="onex-heartbeats")
             stack.push_async_callback(_cancel, task)
+
+    def _answering_nodes(self) -> dict[str, list[Node]]:
+        """The nodes that announce themselves, by the topic on which the registry asks them to announce again."""
+        by_topic: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            if INTROSPECTION in node.contract.publishes and INTROSPECTION_REQUESTED in node.routes:
+                by_topic.setdefault(node.routes[INTROSPECTION_REQUESTED].topic, []).append(node)
+        return by_topic
+
+    def _introspection_answer(self, nodes: list[Node]) -> Handler:
+        async def answer(message: Message) -> None:
+            request = message.envelope
+            if request.event_timestamp < self._started_wall - _REQUEST_MARGIN:
+                return  # from before this host started: its announcement on start answered it
+            wanted = request.payload.get("node_type")
+            for node in nodes:
+                if wanted in (None, str(node.node_type)):
+                    await node.publish(INTROSPECTION, node.introspection())
+            log.info("introspection requested: announced again", extra={"requested_node_type": wanted})
+
+        return answer
 
     async def _heartbeats(self, nodes: list[Node]) -> None:
         while True:
@@ -255,17 +287,33 @@ class Host(Resource):
         self._stack.push_async_callback(bus.stop)
         return bus
 
-    async def _subscribe(self, node: Node) -> None:
-        assert self.bus is not None
-        policy = delivery_policy(node.contract)
-        for sub in node.contract.subscriptions:
-            route = node.routes[sub.event]
-            group = sub.group or node.name
-            handler = self._observed(node, group, policy)
-            self._subscriptions.append(
-                await self.bus.subscribe([route.topic], group=group, handler=handler, policy=policy)
-            )
-            self.endpoints.consumes.setdefault(node.name, []).append(route.topic)
+    async def _subscribe_all(self) -> None:
+        """Every node's subscriptions, and the host's own to the registry's requests for introspection. Consumer
+        groups join concurrently (a join can take seconds on some brokers); the members of one group one after the
+        other, so each join settles before the next rebalances the group. Each host hears every request for
+        introspection, so it listens in a group of its own."""
+        bus = self.bus
+        assert bus is not None
+        by_group: dict[str, list[tuple[str, Handler, DeliveryPolicy]]] = {}
+        for node in self.nodes:
+            policy = delivery_policy(node.contract)
+            for sub in node.contract.subscriptions:
+                topic, group = node.routes[sub.event].topic, sub.group or node.name
+                by_group.setdefault(group, []).append((topic, self._observed(node, group, policy), policy))
+                self.endpoints.consumes.setdefault(node.name, []).append(topic)
+        best_effort = DeliveryPolicy(max_attempts=3, dead_letter=False)  # a stale request is not worth keeping
+        for topic, nodes in self._answering_nodes().items():
+            group = f"onex-introspection-{self.instance}-{uuid.uuid4().hex[:8]}"
+            by_group[group] = [(topic, self._introspection_answer(nodes), best_effort)]
+
+        async def join(group: str, members: list[tuple[str, Handler, DeliveryPolicy]]) -> None:
+            for topic, handler, policy in members:
+                self._subscriptions.append(await bus.subscribe([topic], group=group, handler=handler, policy=policy))
+
+        results = await asyncio.gather(*(join(g, m) for g, m in by_group.items()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _observed(self, node: Node, group: str, policy: DeliveryPolicy) -> Callable[[Message], Awaitable[None]]:
         """The node's receive wrapped with metrics, the log context of the event in hand, and for nodes whose work

@@ -52,6 +52,9 @@ class Routes:
                 f"declared: {', '.join(sorted(self._routes)) or 'none'}"
             ) from None
 
+    def __contains__(self, event: object) -> bool:
+        return event in self._routes
+
     def topics(self, events: list[str]) -> set[str]:
         """The topics of ``events`` and their dead-letter topics."""
         out: set[str] = set()

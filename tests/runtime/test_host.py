@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,71 @@ async def test_nodes_announce_themselves_and_send_heartbeats(tmp_path: Path) -> 
     assert intro.envelope.payload["capabilities"]["effects"] == ["hash"]
     assert {b.envelope.payload["node_id"] for b in beats} == {node_id}
     assert beats[0].envelope.payload["health_status"] == "healthy"
+
+
+def introspection_request(node_type: str | None = None, *, age: timedelta = timedelta(0)) -> OnexEnvelopeV1:
+    return OnexEnvelopeV1(
+        event_type="registry-introspection-requested",
+        source_node_id="registry-under-test",
+        source_service="tests",
+        source_version="1.0.0",
+        partition_key="requests",  # one partition: the requests are handled in the order sent
+        event_timestamp=datetime.now(UTC) - age,
+        payload={"node_type": node_type},
+    )
+
+
+REQUESTS = "dev.omninode_bridge.onex.cmd.registry-introspection-requested.v1"
+INTROSPECTIONS = "dev.omninode_bridge.onex.evt.node-introspection.v1"
+
+
+async def test_nodes_announce_again_when_the_registry_asks(tmp_path: Path) -> None:
+    settings = Settings(service_port=0, data_dir=tmp_path, bus="memory", heartbeat_interval_s=3600)
+    seen = Collector()
+    async with Host([load_contract(Path(__file__).parent / "beacon" / "beacon.yaml")], settings) as host:
+        assert host.bus is not None
+        await host.bus.subscribe([INTROSPECTIONS], group="check", handler=seen)
+        await seen.wait_for(1)  # the announcement on start
+        for request in (
+            introspection_request(age=timedelta(hours=2)),  # answered by the announcement on start
+            introspection_request("REDUCER"),  # not for an EFFECT
+            introspection_request("EFFECT"),
+            introspection_request(),
+        ):
+            await host.bus.publish(REQUESTS, request)
+        # The last request is handled after the others (one partition); its answer is the third announcement.
+        announced = await seen.wait_for(3)
+        await asyncio.sleep(0.2)  # time for a wrongly answered request to show up as a fourth (it cannot pass one)
+        assert len(seen.messages) == 3
+    assert {m.envelope.payload["node_id"] for m in announced} == {host.nodes[0].node_id}
+
+
+async def test_every_host_answers_a_request_for_introspection_over_kafka(
+    kafka_bootstrap: str, client_bus: KafkaEventBus, env: str, tmp_path: Path
+) -> None:
+    beacon = load_contract(Path(__file__).parent / "beacon" / "beacon.yaml")
+    seen = Collector()
+    requests, introspections = REQUESTS.replace("dev.", f"{env}.", 1), INTROSPECTIONS.replace("dev.", f"{env}.", 1)
+
+    def settings(name: str) -> Settings:
+        return Settings(
+            env=env,
+            service_port=0,
+            data_dir=tmp_path / name,
+            kafka_bootstrap_servers=kafka_bootstrap,
+            heartbeat_interval_s=3600,
+        )
+
+    await client_bus.ensure_topics([requests, introspections])
+    sub = await client_bus.subscribe([introspections], group=f"{env}-check", handler=seen)
+    try:
+        async with Host([beacon], settings("a")) as first, Host([beacon], settings("b")) as second:
+            ids = {first.nodes[0].node_id, second.nodes[0].node_id}
+            await seen.wait_until(lambda ms: sorted(m.envelope.payload["node_id"] for m in ms) == sorted(ids))
+            await client_bus.publish(requests, introspection_request())
+            # Each host listens in a group of its own, so both answer the one request.
+            await seen.wait_until(lambda ms: len(ms) >= 4)
+    finally:
+        await sub.stop()
+    counts = {i: sum(m.envelope.payload["node_id"] == i for m in seen.messages) for i in ids}
+    assert counts == dict.fromkeys(ids, 2)
