@@ -2,11 +2,13 @@
 
 ``KAFKA_BOOTSTRAP_SERVERS`` and ``POSTGRES_DSN`` point at external servers; when one is unset (or empty) the
 embedded server is started and its stop is pushed onto the caller's ``AsyncExitStack``. Machines running this
-project may only talk to loopback, so an external address other than 127.0.0.1, localhost or ::1 is refused.
+project may only talk to loopback, so an external address other than 127.0.0.1, localhost or ::1 is refused, and
+so is a Kafka cluster that advertises brokers elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from aiokafka.errors import KafkaError
+
 from framework.adapters.embedded_kafka import EmbeddedKafka
 from framework.adapters.embedded_postgres import EmbeddedPostgres
-from framework.errors import UsageError
+from framework.errors import RetriablePortError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ async def open_services(
     kafka_bootstrap = ""
     if need_kafka:
         if external_kafka is not None:
+            await check_kafka_advertised(external_kafka)
             kafka_bootstrap = external_kafka
             logger.info("using external kafka", extra={"bootstrap_servers": kafka_bootstrap})
         else:
@@ -114,6 +119,50 @@ def check_kafka_bootstrap(value: str) -> str:
     if not servers:
         raise UsageError(f"{KAFKA_ENV}={value!r} names no server; expected host:port, e.g. 127.0.0.1:9092")
     return ",".join(servers)
+
+
+async def check_kafka_advertised(bootstrap: str, *, timeout_s: float = 10.0) -> None:
+    """Refuse a cluster that advertises a broker other than loopback.
+
+    Kafka clients connect to the brokers a cluster advertises, not to the bootstrap address: a broker reached on
+    loopback may still send every later connection elsewhere. So one connection to a bootstrap server (nothing
+    else) asks for the cluster's metadata first, and every advertised broker must be loopback too.
+    """
+    from aiokafka.cluster import ClusterMetadata  # noqa: PLC0415 - keep importing this module cheap
+    from aiokafka.conn import create_conn  # noqa: PLC0415
+    from aiokafka.protocol.metadata import MetadataRequest  # noqa: PLC0415
+
+    errors: list[str] = []
+    for server in bootstrap.split(","):
+        host, port = _split_host_port(server)
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000)), timeout_s
+            )
+        except (OSError, TimeoutError, KafkaError) as exc:
+            errors.append(f"{server}: {exc!r}")
+            continue
+        try:
+            metadata = await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+        except (OSError, TimeoutError, KafkaError) as exc:
+            errors.append(f"{server}: {exc!r}")
+            continue
+        finally:
+            conn.close()
+        cluster = ClusterMetadata()
+        cluster.update_metadata(metadata)
+        for broker in cluster.brokers():
+            if str(broker.host).lower() not in LOOPBACK_HOSTS:
+                raise NonLoopbackAddressError(
+                    f"{KAFKA_ENV}={bootstrap!r} reaches a cluster that advertises broker {broker.nodeId} at "
+                    f"{broker.host}:{broker.port}; clients would connect there, and this project only talks to "
+                    f"loopback ({', '.join(sorted(LOOPBACK_HOSTS))}): set the broker's advertised listener to "
+                    "127.0.0.1, or unset the variable to use the embedded broker"
+                )
+        return
+    raise RetriablePortError(
+        f"no Kafka broker answered a metadata request at {KAFKA_ENV}={bootstrap!r}: {'; '.join(errors)}"
+    )
 
 
 def check_postgres_dsn(dsn: str) -> None:

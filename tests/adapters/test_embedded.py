@@ -21,7 +21,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from framework.adapters.embedded_kafka import EmbeddedKafka, free_loopback_port, port_is_open
+from framework.adapters.embedded_kafka import (
+    EmbeddedKafka,
+    _broker_binary,
+    free_loopback_port,
+    open_output,
+    port_is_open,
+    spawn_child,
+    stop_child,
+)
 from framework.adapters.embedded_postgres import (
     APP_USER,
     DATABASE,
@@ -35,7 +43,7 @@ from framework.adapters.services import (
     open_services,
     redact_dsn,
 )
-from framework.errors import UsageError
+from framework.errors import RetriablePortError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -260,13 +268,51 @@ async def test_open_services_refuses_a_non_loopback_postgres(tmp_path: Path) -> 
     assert "secret" not in str(caught.value)
 
 
-async def test_open_services_uses_a_given_loopback_kafka_without_starting_one(tmp_path: Path) -> None:
-    env = {"KAFKA_BOOTSTRAP_SERVERS": " localhost:19092 , 127.0.0.1:19093 "}
+async def test_open_services_uses_a_given_loopback_kafka_without_starting_one(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    port = kafka_bootstrap.rpartition(":")[2]
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f" 127.0.0.1:{free_loopback_port()} , localhost:{port} "}
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_services(stack, data_dir=tmp_path, env=env, need_postgres=False)
-    assert endpoints.kafka_bootstrap == "localhost:19092,127.0.0.1:19093"
+    assert endpoints.kafka_bootstrap.endswith(f",localhost:{port}")  # the first server is down; the second answers
     assert (endpoints.kafka_embedded, endpoints.postgres_embedded, endpoints.postgres_dsn) == (False, False, "")
     assert _entries(tmp_path) == []
+
+
+async def test_open_services_refuses_a_kafka_that_nobody_answers(tmp_path: Path) -> None:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_loopback_port()}"}
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(RetriablePortError, match=r"no Kafka broker answered a metadata request at KAFKA_BOOT"):
+            await open_services(stack, data_dir=tmp_path, env=env, need_postgres=False)
+
+
+async def test_open_services_refuses_a_kafka_that_advertises_another_host(tmp_path: Path) -> None:
+    """Clients connect where the cluster's metadata says; a loopback bootstrap address is not enough. The broker
+    listens on loopback and advertises a documentation address (TEST-NET-1) that nothing connects to."""
+    port = free_loopback_port()
+    argv = [
+        _broker_binary(),
+        "broker",
+        "--listener-url",
+        f"tcp://127.0.0.1:{port}",
+        "--advertised-listener-url",
+        f"tcp://192.0.2.1:{port}",
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    with open_output(tmp_path / "tansu.log") as output:
+        process = await spawn_child(argv, output=output, env={"PATH": os.environ["PATH"]}, death_signal=signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                while not port_is_open(port):  # noqa: ASYNC110 - another process's port: no event to wait on
+                    await asyncio.sleep(0.05)
+            env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+            async with contextlib.AsyncExitStack() as stack:
+                with pytest.raises(NonLoopbackAddressError, match=r"advertises broker \S+ at 192\.0\.2\.1:\d+"):
+                    await open_services(stack, data_dir=tmp_path / "data", env=env, need_postgres=False)
+        finally:
+            await stop_child(process, signal.SIGTERM, 10.0, name="tansu")
 
 
 @pytest.mark.parametrize(
