@@ -3,13 +3,22 @@
 It holds pydantic models of every model the contract declares and every payload of the events it consumes and
 publishes; a typed adapter class over the node's declared effects; and a typed handler base that subclasses the
 base of the contract's kind. Pure: contract in, text out (``render``); ``onex generate`` writes and checks.
+
+A postgres effect whose contract fixes its shape (select and delete; insert, upsert and update with ``columns``) gets
+its SQL written here (``<EFFECT>_SQL``, a :class:`~framework.adapters.postgres_effects.PostgresStatement` built by
+``fixed_statement``, the same function the runtime checks it with), ``TypedDict`` rows of its columns (typed when
+``columns`` maps them to types) and a wrapper that runs it with ``run_statement``. Other postgres effects (insert,
+upsert or update of "every column of the table") depend on the table, so their wrapper calls the effect the runtime
+builds from the table's columns.
 """
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Iterator
 from typing import Any
 
+from framework.adapters.postgres_effects import PostgresStatement, fixed_statement
 from framework.contract.spec import (
     Blake3Effect,
     Contract,
@@ -22,7 +31,7 @@ from framework.contract.subcontracts import EventCatalog
 from generators.naming import field_name, pascal, snake
 from generators.pyliteral import py_literal
 from generators.templating import fill
-from generators.types import JsonSchema, ModelWriter
+from generators.types import COLUMN_TYPE_MODULES, JsonSchema, ModelWriter, column_annotation
 
 GENERATOR = "generators.node_module"
 
@@ -56,6 +65,8 @@ class _Module:
         self._scoped: dict[tuple[str, str], str] = {}
         self._schemas: dict[str, JsonSchema] = {}
         self.imports: dict[str, set[str]] = {}
+        self.statements: list[str] = []
+        self.helpers: list[str] = []
 
     # --- models ---------------------------------------------------------------------------------------------------
 
@@ -116,6 +127,8 @@ class _Module:
             imports=self._imports(),
             models=models,
             event_models=mapping,
+            statements="".join(self.statements),
+            helpers="".join(self.helpers),
             effects_class=effects,
             base_class=base,
         )
@@ -132,7 +145,7 @@ class _Module:
         if self.w.uses_root:
             pydantic.add("RootModel")
         self._need("pydantic", *pydantic)
-        stdlib = ["abc", "collections.abc", "typing"]
+        stdlib = ["abc", "collections.abc", "datetime", "decimal", "typing", "uuid"]
         blocks = []
         std = ["import abc"] if "abc" in self.imports else []
         std += [_from(m, self.imports[m]) for m in stdlib[1:] if m in self.imports]
@@ -186,6 +199,9 @@ class _Module:
                 f"{doc}        return await {call}(json, params=params)\n"
             )
         assert isinstance(effect, PostgresEffect)
+        statement = fixed_statement(effect)
+        if statement is not None:
+            return self._postgres_fixed(effect, statement, doc)
         keys = [(k, field_name(k)) for k in effect.key]
         key_params = ", ".join(f"{py}: Any" for _, py in keys)
         key_args = ", ".join(f"{k}={py}" if k == py else f"**{{{py_literal(k)}: {py}}}" for k, py in keys)
@@ -209,6 +225,84 @@ class _Module:
         return (
             f"\n    async def {name}(self, {values}*, {key_params}) -> int:\n{doc}"
             f"        count: int = await {call}({passed}{key_args})\n        return count\n"
+        )
+
+    # --- postgres effects with SQL fixed by the contract ---------------------------------------------------------
+
+    def _column_type(self, effect: PostgresEffect, column: str) -> str:
+        annotation = column_annotation(effect.column_types.get(column))
+        for name, module in COLUMN_TYPE_MODULES.items():
+            if name in annotation.replace("[", " ").replace("]", " ").replace("|", " ").split():
+                self._need(module, name)
+        return annotation
+
+    def _typed_dict(self, name: str, effect: PostgresEffect, columns: tuple[str, ...], what: str) -> str:
+        self._need("typing", "TypedDict")
+        doc = f'    """{what}"""'
+        fields = [(c, self._column_type(effect, c)) for c in columns]
+        if all(c.isidentifier() and not keyword.iskeyword(c) for c, _ in fields):
+            body = "".join(f"    {c}: {ann}\n" for c, ann in fields)
+            return f"\n\nclass {name}(TypedDict):\n{doc}\n\n{body}"
+        items = "".join(f"        {py_literal(c)}: {ann},\n" for c, ann in fields)
+        return f'\n\n{name} = TypedDict(\n    "{name}",\n    {{\n{items}    }},\n)\n'
+
+    def _postgres_fixed(self, effect: PostgresEffect, st: PostgresStatement, doc: str) -> str:
+        self._need("framework.adapters.postgres_effects", "PostgresStatement", "run_statement")
+        name, op, table = effect.name, effect.operation, effect.table
+        const = name.upper() + "_SQL"
+        call = f'self._effects["{name}"]'
+        key_params = ", ".join(f"{field_name(k)}: {self._column_type(effect, k)}" for k in st.key)
+        key_items = ", ".join(f"{py_literal(k)}: {field_name(k)}" for k in st.key)
+        parts: list[str] = []
+        row_name = ""
+        if op != "delete" and (op != "select" or effect.columns):
+            row_name = pascal(name) + ("Values" if op == "update" else "Row")
+            if row_name in self.w.names:
+                row_name += "Columns"
+            shown = tuple(c for c in st.params if c not in st.key) if op == "update" else st.params
+            if op == "select":
+                shown = tuple(_select_columns(effect))
+            what = {
+                "insert": f"A row of ``{table}`` as ``{name}`` inserts and returns it.",
+                "upsert": f"A row of ``{table}`` as ``{name}`` upserts and returns it.",
+                "select": f"A row of ``{table}`` as ``{name}`` reads it.",
+                "update": f"The values ``{name}`` sets in ``{table}``.",
+            }[op]
+            parts.append(self._typed_dict(row_name, effect, shown, what))
+        parts.append(_statement_constant(const, st))
+        self.statements.extend(parts)
+        if op in ("insert", "upsert"):
+            self._need("framework.adapters.postgres_effects", "run_statement_many")
+            self._need("collections.abc", "Iterable")
+            return (
+                f"\n    async def {name}(self, row: {row_name}) -> {row_name}:\n{doc}"
+                + _wrap_call(f"        stored: {row_name} = await run_statement(", f"{call}, {const}, row)")
+                + "        return stored\n"
+                f"\n    async def {name}_many(self, rows: Iterable[{row_name}]) -> int:\n"
+                f'        """{op.capitalize()} ``rows`` in one batch; return how many."""\n'
+                + _wrap_call("        return await run_statement_many(", f"{call}, {const}, rows)")
+            )
+        if op == "select":
+            rows = f"list[{row_name}]" if row_name else "list[dict[str, Any]]"
+            return (
+                "\n"
+                + _wrap_signature(f"    async def {name}(self, *, {key_params}) -> {rows}:\n")
+                + doc
+                + (
+                    _wrap_call(f"        rows: {rows} = await run_statement(", f"{call}, {const}, {{{key_items}}})")
+                    + "        return rows\n"
+                )
+            )
+        values = f"values: {row_name}, " if op == "update" else ""
+        merged = f"{{**values, {key_items}}}" if op == "update" else f"{{{key_items}}}"
+        return (
+            "\n"
+            + _wrap_signature(f"    async def {name}(self, {values}*, {key_params}) -> int:\n")
+            + doc
+            + (
+                _wrap_call("        count: int = await run_statement(", f"{call}, {const}, {merged})")
+                + "        return count\n"
+            )
         )
 
     def _base_class(self, event_models: dict[str, str]) -> str:
@@ -245,6 +339,7 @@ class _Module:
         elif kind not in _KINDS_WITH_HANDLERS and self.c.subscriptions:
             typed = self._handlers(event_models, members)
             abstract_note = ": implement " + ", ".join(f"``{t}``" for t in typed)
+            members.insert(0, self._init_subclass(pascal(self.c.name) + "Base"))
         extras = [] if kind is NodeType.COMPUTE else ["publishers"]
         if self.c.effects:
             extras.append("effects")
@@ -259,7 +354,28 @@ class _Module:
             members="".join(members),
         )
 
+    def _init_subclass(self, class_name: str) -> str:
+        pairs = ", ".join(f'("{d}", "{t}")' for d, t in self._dispatch)
+        if len(self._dispatch) == 1:
+            pairs += ","
+        self.helpers.append(_NOT_DISPATCHED)
+        loop = f"        for dispatcher, typed in ({pairs}):\n"
+        if len(loop) > 121:
+            body = "".join(f'            ("{d}", "{t}"),\n' for d, t in self._dispatch)
+            loop = f"        for dispatcher, typed in (\n{body}        ):\n"
+        return (
+            "\n    def __init_subclass__(cls, **kwargs: Any) -> None:\n"
+            '        """A subclass that overrides a dispatcher takes the envelope itself: the typed handler that\n'
+            '        dispatcher would call is then not required of it."""\n'
+            "        super().__init_subclass__(**kwargs)\n"
+            f"{loop}"
+            f"            overridden = getattr(cls, dispatcher) is not getattr({class_name}, dispatcher)\n"
+            '            if overridden and getattr(getattr(cls, typed), "__isabstractmethod__", False):\n'
+            "                setattr(cls, typed, _not_dispatched)\n"
+        )
+
     def _handlers(self, event_models: dict[str, str], members: list[str]) -> list[str]:
+        self._dispatch: list[tuple[str, str]] = []
         by_method: dict[str, list[str]] = {}
         for sub in self.c.subscriptions:
             by_method.setdefault(sub.handler, [])
@@ -274,6 +390,7 @@ class _Module:
                 if typed == method:
                     typed += "_typed"
                 typed_names.append(typed)
+                self._dispatch.append((method, typed))
                 call = f"await self.{typed}({event_models[event]}.model_validate(event.payload), event)"
                 if len(events) == 1:
                     lines.append(f"        {call}\n")
@@ -321,6 +438,91 @@ class _Module:
             f"    def compute_typed(self, payload: {param}) -> {returns}:\n"
             '        """The computation: the typed input in, the typed output (or a list of ``Emit``) out."""\n'
         )
+
+
+_NOT_DISPATCHED = '''
+
+async def _not_dispatched(self: Any, payload: Any, event: OnexEnvelopeV1) -> None:
+    """The typed handler of a dispatcher that the subclass overrides: nothing calls it."""
+    raise NotImplementedError(f"{type(self).__name__} handles {event.event_type} in its own dispatcher")
+'''
+
+
+def _select_columns(effect: PostgresEffect) -> list[str]:
+    columns = list(effect.columns)
+    return columns + [k for k in effect.key if k not in columns]
+
+
+def _sql_literal(text: str) -> str:
+    """A string literal as ``ruff format`` writes it: single quotes when that spares escaping double ones."""
+    if '"' in text and "'" not in text:
+        return "'" + text.replace("\\", "\\\\") + "'"
+    return py_literal(text)
+
+
+def _split_sql(sql: str, width: int) -> list[str]:
+    """``sql`` in pieces of at most ``width`` characters (as literals), cut after spaces."""
+    pieces: list[str] = []
+    current = ""
+    for word in sql.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and len(_sql_literal(candidate + " ")) > width:
+            pieces.append(current + " ")
+            current = word
+        else:
+            current = candidate
+    pieces.append(current)
+    return [_sql_literal(p) for p in pieces]
+
+
+def _string_arg(name: str, text: str) -> str:
+    single = f"    {name}={_sql_literal(text)},"
+    if len(single) <= 120:
+        return single + "\n"
+    pieces = "".join(f"        {p}\n" for p in _split_sql(text, 120 - 8))
+    return f"    {name}=(\n{pieces}    ),\n"
+
+
+def _tuple_arg(name: str, items: tuple[str, ...]) -> str:
+    inner = ", ".join(py_literal(i) for i in items) + ("," if len(items) == 1 else "")
+    single = f"    {name}=({inner}),"
+    if len(single) <= 120:
+        return single + "\n"
+    body = "".join(f"        {py_literal(i)},\n" for i in items)
+    return f"    {name}=(\n{body}    ),\n"
+
+
+def _statement_constant(const: str, st: PostgresStatement) -> str:
+    text = (
+        f"\n\n#: ``{st.effect}``: {st.operation} on ``{st.table}``, its SQL fixed by the contract.\n"
+        f"{const} = PostgresStatement(\n"
+        f'    effect="{st.effect}",\n'
+        f'    operation="{st.operation}",\n'
+        f'    table="{st.table}",\n'
+        + _string_arg("sql", st.sql)
+        + _tuple_arg("params", st.params)
+        + _tuple_arg("key", st.key)
+    )
+    if st.batch_sql:
+        text += _string_arg("batch_sql", st.batch_sql)
+    return text + ")\n"
+
+
+def _wrap_signature(line: str) -> str:
+    """A ``def`` line, exploded one parameter per line as ``ruff format`` does when it is too long."""
+    if len(line) <= 121:
+        return line
+    head, _, rest = line.partition("(")
+    params, _, tail = rest.rpartition(")")
+    body = "".join(f"        {p.strip()},\n" for p in params.split(", "))
+    return f"{head}(\n{body}    ){tail}"
+
+
+def _wrap_call(head: str, args: str) -> str:
+    line = head + args + "\n"
+    if len(line) <= 121:
+        return line
+    return f"{head}\n            {args.removesuffix(')')}\n        )\n"
 
 
 def _from(module: str, names: set[str]) -> str:

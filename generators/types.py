@@ -19,6 +19,21 @@ anything else (``allOf``, ``not``…)    ``Any``
 Values are not constrained beyond their types (lengths, patterns, bounds): the runtime checks every payload against
 the contract's schema itself, so the generated models are for typing, not a second validator. Objects accept extra
 properties unless ``additionalProperties: false`` (then ``extra="forbid"``).
+
+Columns of postgres effects (``columns: {name: type}``) map as asyncpg decodes them:
+
+==============================================  =========================
+PostgreSQL                                      Python
+==============================================  =========================
+``text`` / ``varchar``                          ``str``
+``smallint`` / ``integer`` / ``bigint``         ``int``
+``real`` / ``double precision`` / ``numeric``   ``float`` / ``Decimal``
+``boolean`` / ``bytea`` / ``uuid``              ``bool`` / ``bytes`` / ``UUID``
+``date`` / ``timestamp`` / ``timestamptz``      ``date`` / ``datetime``
+``json`` / ``jsonb``                            ``Any`` (the JSON value)
+``T[]`` / ``T?``                                ``list[T]`` / ``T | None``
+a column declared without a type                ``Any``
+==============================================  =========================
 """
 
 from __future__ import annotations
@@ -36,6 +51,47 @@ Resolver = Callable[[str], str]
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
 REF_PREFIX = "#/$defs/"
+
+_COLUMN_TYPES = {
+    "text": "str",
+    "varchar": "str",
+    "smallint": "int",
+    "integer": "int",
+    "bigint": "int",
+    "real": "float",
+    "double precision": "float",
+    "numeric": "Decimal",
+    "boolean": "bool",
+    "bytea": "bytes",
+    "uuid": "UUID",
+    "date": "date",
+    "timestamp": "datetime",
+    "timestamptz": "datetime",
+    "json": "Any",
+    "jsonb": "Any",
+}
+#: Python names of column types → the module they are imported from.
+COLUMN_TYPE_MODULES = {
+    "Decimal": "decimal",
+    "UUID": "uuid",
+    "date": "datetime",
+    "datetime": "datetime",
+    "Any": "typing",
+}
+
+
+def column_annotation(column_type: str | None) -> str:
+    """The Python type of a declared column type (``bigint?`` → ``int | None``); ``Any`` when it has none."""
+    if column_type is None:
+        return "Any"
+    base = column_type.removesuffix("?")
+    array = base.endswith("[]")
+    python = _COLUMN_TYPES[base.removesuffix("[]")]
+    if array:
+        python = f"list[{python}]"
+    if column_type.endswith("?") and python != "Any":
+        python += " | None"
+    return python
 
 
 @dataclass

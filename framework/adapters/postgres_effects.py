@@ -35,19 +35,38 @@ Decisions:
   version), so that "insert, or update and bump the version" is one statement and one round trip instead of a
   select and an upsert, and stays right when two of them race.
 - JSON/JSONB columns take Python values (the store's codecs encode them); a ``str`` is stored as a JSON string.
+
+Statements fixed by the contract (:class:`PostgresStatement`, from :func:`fixed_statement`): where the spec fixes an
+effect's shape — select and delete always, insert, upsert and update when it declares ``columns`` — ``onex generate``
+writes the statement into the node's generated module, and the typed wrapper there runs it with
+:func:`run_statement` (a row, its columns in the statement's parameter order; ``RETURNING`` the declared columns, not
+``*``, so that the returned row has the type the contract gives it). The bound effect accepts only the statement its
+own spec fixes, so a generated module older than its contract is refused rather than run. Declared column types
+(``columns`` as a mapping) are checked against ``information_schema`` together with the names, when the effect is
+prepared: :meth:`PostgresEffects.verify` with no arguments prepares every bound effect, which the host does at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from framework.errors import NodeRuleError, PortError, UsageError
 from framework.ports.store import Store, Transaction, in_transaction
 
-__all__ = ["PostgresEffectCall", "PostgresEffectSpec", "PostgresEffects", "TableInfo", "quote_ident"]
+__all__ = [
+    "PostgresEffectCall",
+    "PostgresEffectSpec",
+    "PostgresEffects",
+    "PostgresStatement",
+    "TableInfo",
+    "fixed_statement",
+    "quote_ident",
+    "run_statement",
+    "run_statement_many",
+]
 
 T = TypeVar("T")
 
@@ -56,7 +75,7 @@ _OPERATIONS = ("insert", "upsert", "select", "update", "delete")
 _MAX_SHAPES = 64
 
 _COLUMNS_SQL = """
-SELECT column_name, is_generated, identity_generation
+SELECT column_name, is_generated, identity_generation, udt_name, is_nullable
 FROM information_schema.columns
 WHERE table_schema = current_schema() AND table_name = $1
 ORDER BY ordinal_position
@@ -83,7 +102,7 @@ class PostgresEffectSpec(Protocol):
     @property
     def key(self) -> Sequence[str]: ...
     @property
-    def columns(self) -> Sequence[str]: ...
+    def columns(self) -> Sequence[str] | Mapping[str, str]: ...
 
 
 def quote_ident(name: str) -> str:
@@ -91,14 +110,119 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+#: A contract's column type → PostgreSQL's name of it (``information_schema.columns.udt_name``).
+_UDT_NAMES = {
+    "smallint": "int2",
+    "integer": "int4",
+    "bigint": "int8",
+    "real": "float4",
+    "double precision": "float8",
+    "boolean": "bool",
+}
+
+
+def udt_name(column_type: str) -> str:
+    """The ``udt_name`` of a declared column type (``bigint?`` → ``int8``, ``text[]`` → ``_text``)."""
+    base = column_type.removesuffix("?")
+    array = base.endswith("[]")
+    base = base.removesuffix("[]")
+    return ("_" if array else "") + _UDT_NAMES.get(base, base)
+
+
 @dataclass(frozen=True)
 class TableInfo:
-    """A table's columns in order, those that may be written, and its unique keys (as column sets)."""
+    """A table's columns in order, those that may be written, and its unique keys (as column sets); the type
+    (``udt_name``) of each column and those that may be NULL."""
 
     table: str
     columns: tuple[str, ...]
     writable: tuple[str, ...]
     unique_keys: tuple[frozenset[str], ...]
+    types: Mapping[str, str] = field(default_factory=dict)
+    nullable: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PostgresStatement:
+    """An effect's SQL as its contract fixes it: ``params`` names the column behind each ``$n``, in order;
+    ``batch_sql`` is the insert/upsert without ``RETURNING``, for batches."""
+
+    effect: str
+    operation: str
+    table: str
+    sql: str
+    params: tuple[str, ...]
+    key: tuple[str, ...] = ()
+    batch_sql: str = ""
+
+
+def _write_order(spec: PostgresEffectSpec) -> tuple[str, ...]:
+    """Declared columns, then key columns not among them: the order of every statement's column list."""
+    columns = tuple(spec.columns)
+    return (*columns, *(k for k in spec.key if k not in columns)) if columns else ()
+
+
+def fixed_statement(spec: PostgresEffectSpec) -> PostgresStatement | None:
+    """The statement ``spec`` fixes, or None when it depends on the table (insert, upsert or update without
+    declared columns). Pure: ``onex generate`` calls it, and so does binding, to accept only this statement."""
+    key = tuple(spec.key)
+    order = _write_order(spec)
+    table = quote_ident(spec.table)
+    op = spec.operation
+    if op in ("select", "delete"):
+        if not key:
+            return None
+        shown = ", ".join(quote_ident(c) for c in order) if order else "*"
+        head = f"SELECT {shown} FROM" if op == "select" else "DELETE FROM"
+        return PostgresStatement(spec.name, op, spec.table, f"{head} {table} WHERE {_where(key, 1)}", key, key)
+    if not order:
+        return None
+    if op == "update":
+        values = tuple(c for c in order if c not in key)
+        if not key or not values:
+            return None
+        sql = _update_sql(table, values, key)
+        return PostgresStatement(spec.name, op, spec.table, sql, (*values, *key), key)
+    if op not in ("insert", "upsert") or (op == "upsert" and not key):
+        return None
+    batch = _insert_sql(table, order, key if op == "upsert" else ())
+    returning = " RETURNING " + ", ".join(quote_ident(c) for c in order)
+    return PostgresStatement(spec.name, op, spec.table, batch + returning, order, key, batch)
+
+
+def _where(key: Sequence[str], first: int) -> str:
+    return " AND ".join(f"{quote_ident(k)} = ${i}" for i, k in enumerate(key, first))
+
+
+def _update_sql(qtable: str, shape: Sequence[str], key: Sequence[str]) -> str:
+    sets = ", ".join(f"{quote_ident(c)} = ${i}" for i, c in enumerate(shape, 1))
+    return f"UPDATE {qtable} SET {sets} WHERE {_where(key, len(shape) + 1)}"
+
+
+def _insert_sql(
+    qtable: str,
+    shape: Sequence[str],
+    conflict_key: Sequence[str],
+    *,
+    keep: Sequence[str] = (),
+    increment: Sequence[str] = (),
+) -> str:
+    """INSERT of ``shape``; an upsert on ``conflict_key`` when one is given."""
+    names = ", ".join(quote_ident(c) for c in shape)
+    params = ", ".join(f"${i}" for i in range(1, len(shape) + 1))
+    sql = f"INSERT INTO {qtable} ({names}) VALUES ({params})"
+    if conflict_key:
+        target = ", ".join(quote_ident(k) for k in conflict_key)
+        updates = [c for c in shape if c not in conflict_key and c not in keep]
+        # A row of key columns only still "updates" (to itself), so RETURNING yields the stored row either way.
+        sets = ", ".join(
+            f"{quote_ident(c)} = {qtable}.{quote_ident(c)} + 1"
+            if c in increment
+            else f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}"
+            for c in updates or conflict_key[:1]
+        )
+        sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+    return sql
 
 
 class PostgresEffects:
@@ -108,6 +232,7 @@ class PostgresEffects:
         self._store = store
         self._tables: dict[str, TableInfo] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._bound: list[PostgresEffectCall] = []
 
     @property
     def store(self) -> Store:
@@ -115,13 +240,16 @@ class PostgresEffects:
 
     def bind(self, spec: PostgresEffectSpec) -> PostgresEffectCall:
         """The callable for ``spec``; its SQL is built now where the spec fixes it (see the module doc)."""
-        return PostgresEffectCall(self, spec)
+        call = PostgresEffectCall(self, spec)
+        self._bound.append(call)
+        return call
 
     __call__ = bind
 
     async def verify(self, *effects: PostgresEffectCall) -> None:
-        """Read the tables of ``effects`` now and check each spec against its table (raises :class:`PortError`)."""
-        for effect in effects:
+        """Read the tables of ``effects`` (default: every effect bound so far) now and check each spec against its
+        table: columns, declared types and nullability, the upsert's unique key (raises :class:`PortError`)."""
+        for effect in effects or tuple(self._bound):
             await effect.prepare()
 
     async def table_info(self, table: str) -> TableInfo:
@@ -155,7 +283,9 @@ async def _read_table(tx: Transaction, table: str) -> TableInfo:
         row["column_name"] for row in rows if row["is_generated"] != "ALWAYS" and row["identity_generation"] != "ALWAYS"
     )
     keys = tuple(frozenset(row["columns"]) for row in await tx.fetch(_UNIQUE_KEYS_SQL, table))
-    return TableInfo(table, columns, writable, keys)
+    types = {row["column_name"]: row["udt_name"] for row in rows}
+    nullable = frozenset(row["column_name"] for row in rows if row["is_nullable"] == "YES")
+    return TableInfo(table, columns, writable, keys, types, nullable)
 
 
 def _names(names: Iterable[str]) -> str:
@@ -186,17 +316,17 @@ class PostgresEffectCall:
         self.operation = operation
         self.key = key
         self.columns = columns
+        self.column_types: dict[str, str] = dict(spec.columns) if isinstance(spec.columns, Mapping) else {}
         self._qtable = quote_ident(spec.table)
         self._info: TableInfo | None = None
-        # Declared columns, then key columns not among them: the order of every statement's column list.
-        self._write_order = (*columns, *(k for k in key if k not in columns)) if columns else ()
+        self._write_order = _write_order(spec)
         self._shapes: dict[tuple[str, ...], str] = {}
+        #: The statement the contract fixes (the one its generated module carries), if it fixes one.
+        self.statement = fixed_statement(spec)
         self._fixed_sql = ""
-        if operation == "select":
-            shown = ", ".join(quote_ident(c) for c in self._write_order) if columns else "*"
-            self._fixed_sql = f"SELECT {shown} FROM {self._qtable} WHERE {self._where(key, 1)}"
-        elif operation == "delete":
-            self._fixed_sql = f"DELETE FROM {self._qtable} WHERE {self._where(key, 1)}"
+        if operation in ("select", "delete"):
+            assert self.statement is not None
+            self._fixed_sql = self.statement.sql
         elif columns:
             if operation == "update":
                 values = tuple(c for c in self._write_order if c not in key)
@@ -221,6 +351,7 @@ class PostgresEffectCall:
             generated = [c for c in self.columns if c in info.columns and c not in info.writable]
             if generated:
                 problems.append(f"column(s) {_names(generated)} are generated and cannot be written")
+        problems.extend(self._type_problems(info))
         if self.operation == "upsert" and frozenset(self.key) not in info.unique_keys:
             problems.append(
                 f"no unique constraint on exactly ({_names(self.key)}), which ON CONFLICT needs; unique keys: "
@@ -234,6 +365,63 @@ class PostgresEffectCall:
             )
         self._info = info
         return info
+
+    def _type_problems(self, info: TableInfo) -> list[str]:
+        problems: list[str] = []
+        for column, declared in self.column_types.items():
+            actual = info.types.get(column)
+            if actual is None:
+                continue  # a missing column is reported as such
+            if udt_name(declared) != actual:
+                problems.append(f"column {column} is {actual}, the contract declares {declared}")
+            elif declared.endswith("?") != (column in info.nullable):
+                problems.append(
+                    f"column {column} is nullable, declare it as '{declared}?'"
+                    if column in info.nullable
+                    else f"column {column} is NOT NULL, declare it as '{declared.removesuffix('?')}'"
+                )
+        return problems
+
+    async def run(self, statement: PostgresStatement, values: Mapping[str, Any]) -> Any:
+        """Run ``statement`` (the one the contract fixes: the generated module's) with ``values``, one per
+        parameter: insert/upsert → the stored row (its declared columns), select → the rows, update/delete → how
+        many rows. Joins the caller's transaction, else runs in one of its own."""
+        params = self._params(statement, values)
+        await self.prepare()
+        sql = statement.sql
+        if self.operation in ("insert", "upsert"):
+            row = await self._effects.run(lambda tx: tx.fetchrow(sql, *params))
+            return None if row is None else dict(row)
+        if self.operation == "select":
+            return [dict(r) for r in await self._effects.run(lambda tx: tx.fetch(sql, *params))]
+        return _count(await self._effects.run(lambda tx: tx.execute(sql, *params)))
+
+    async def run_many(self, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Run an insert/upsert ``statement`` for every row of ``rows`` in one ``executemany``; return how many."""
+        if self.operation not in ("insert", "upsert"):
+            raise UsageError(f"effect '{self.name}' is a {self.operation}; batches are for insert and upsert effects")
+        batch = [self._params(statement, row) for row in rows]
+        await self.prepare()
+        if batch:
+            sql = statement.batch_sql
+            await self._effects.run(lambda tx: tx.executemany(sql, batch))
+        return len(batch)
+
+    def _params(self, statement: PostgresStatement, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        if statement != self.statement:
+            raise UsageError(
+                f"effect '{self.name}': the statement given is not the one its contract fixes"
+                + ("" if self.statement else " (it fixes none: declare its columns)")
+                + "; the generated module is stale: run `onex generate`"
+            )
+        try:
+            return tuple(values[c] for c in statement.params)
+        except KeyError:
+            missing = [c for c in statement.params if c not in values]
+            raise NodeRuleError(
+                f"effect '{self.name}' ({self.operation} on {self.table}) needs every column of its statement: "
+                f"missing {_names(missing)}"
+            ) from None
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         info = await self.prepare()
@@ -397,30 +585,36 @@ class PostgresEffectCall:
         keep: tuple[str, ...] = (),
         increment: tuple[str, ...] = (),
     ) -> str:
-        names = ", ".join(quote_ident(c) for c in shape)
         if self.operation == "update":
-            sets = ", ".join(f"{quote_ident(c)} = ${i}" for i, c in enumerate(shape, 1))
-            return f"UPDATE {self._qtable} SET {sets} WHERE {self._where(self.key, len(shape) + 1)}"
-        params = ", ".join(f"${i}" for i in range(1, len(shape) + 1))
-        sql = f"INSERT INTO {self._qtable} ({names}) VALUES ({params})"
-        if self.operation == "upsert":
-            target = ", ".join(quote_ident(k) for k in self.key)
-            updates = [c for c in shape if c not in self.key and c not in keep]
-            # A row of key columns only still "updates" (to itself), so RETURNING yields the stored row either way.
-            sets = ", ".join(
-                f"{quote_ident(c)} = {self._qtable}.{quote_ident(c)} + 1"
-                if c in increment
-                else f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}"
-                for c in updates or self.key[:1]
-            )
-            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+            return _update_sql(self._qtable, shape, self.key)
+        conflict_key = self.key if self.operation == "upsert" else ()
+        sql = _insert_sql(self._qtable, shape, conflict_key, keep=keep, increment=increment)
         return sql + (" RETURNING *" if returning else "")
-
-    @staticmethod
-    def _where(key: Sequence[str], first: int) -> str:
-        return " AND ".join(f"{quote_ident(k)} = ${i}" for i, k in enumerate(key, first))
 
 
 def _count(status: str) -> int:
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+async def run_statement(call: Any, statement: PostgresStatement, values: Mapping[str, Any]) -> Any:
+    """What a generated typed wrapper calls: ``statement`` on the effect bound as ``call``. An effect bound some
+    other way (``onex test`` records effects instead of running them) gets the ordinary call of its operation
+    instead — a row, the new values and the key, or the key — so that it sees the same call as untyped code makes."""
+    if isinstance(call, PostgresEffectCall):
+        return await call.run(statement, values)
+    op, key = statement.operation, statement.key
+    if op in ("insert", "upsert"):
+        return await call(dict(values))
+    keys = {k: values[k] for k in key}
+    if op == "update":
+        return await call({c: v for c, v in values.items() if c not in key}, **keys)
+    return await call(**keys)
+
+
+async def run_statement_many(call: Any, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> int:
+    """The batch form of :func:`run_statement`, for insert and upsert statements."""
+    if isinstance(call, PostgresEffectCall):
+        return await call.run_many(statement, rows)
+    count: int = await call.many(rows)
+    return count

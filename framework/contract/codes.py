@@ -170,6 +170,41 @@ CODES: dict[str, Code] = {
         ),
         Code("A002", _E, "default strategy not declared", "The aggregation's default is not among its strategies."),
         Code("A003", _E, "aggregation on the wrong kind", "A REDUCER needs an aggregation; other kinds have none."),
+        # Retry
+        Code(
+            "R001",
+            _W,
+            "dead-lettering off",
+            "With dead_letter: false, a message that fails its last attempt, or can never be handled (poison), is "
+            "dropped and only logged; keep dead_letter: true unless losing such messages is acceptable.",
+        ),
+        # Tests
+        Code(
+            "T001",
+            _E,
+            "test event not subscribed",
+            "A test case's given.event is not among the contract's subscriptions: the node could not receive it.",
+        ),
+        Code(
+            "T002",
+            _E,
+            "expected event not published",
+            "A test case expects an event that the contract does not list in publishes: the node may not emit it.",
+        ),
+        Code(
+            "T003",
+            _E,
+            "test state not in the FSM",
+            "A test case's given.state or expect.state is not a state of the contract's fsm, or the contract has no "
+            "fsm.",
+        ),
+        Code(
+            "T004",
+            _E,
+            "test names an undeclared effect",
+            "An expected effect call, or a given.returns entry, names an effect the contract does not declare.",
+        ),
+        Code("T005", _E, "duplicate test name", "Two test cases of one contract share a name."),
         # Across the validated set
         Code("N001", _E, "duplicate node name", "Two contracts declare the same node name."),
         Code(

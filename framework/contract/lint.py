@@ -23,6 +23,7 @@ from framework.contract.subcontracts import (
     EmitAction,
     EventCatalog,
     JsonSchema,
+    RetryPolicy,
     SetAction,
     Workflow,
 )
@@ -52,10 +53,13 @@ class Linter:
             self.workflow(c.subcontracts.workflow, (*sub, "workflow"), c)
         if c.subcontracts.aggregation is not None:
             self.aggregation(c.subcontracts.aggregation, (*sub, "aggregation"))
+        if c.subcontracts.retry is not None:
+            self.retry(c.subcontracts.retry, (*sub, "retry"))
         self._kind_rules(c)
         self._events(c)
         self._effects(c)
         self._models(c)
+        self._tests(c)
         if import_implementation and c.implementation:
             self._implementation(c)
 
@@ -146,6 +150,65 @@ class Linter:
                 f"state model '{state.model}' is not declared in models{_listing(c.models)}",
             )
         self.models(c.models, ("models",))
+
+    def _tests(self, c: Contract) -> None:
+        """The ``tests:`` block names only what the contract declares (T001-T004); case names are unique (T005)."""
+        subscribed = [s.event for s in c.subscriptions]
+        effects = [e.name for e in c.effects]
+        fsm = c.subcontracts.fsm
+        states = [s.name for s in fsm.states] if fsm is not None else []
+        names: Counter[str] = Counter()
+        for i, case in enumerate(c.tests):
+            loc: Loc = ("tests", i)
+            names[case.name] += 1
+            if names[case.name] == 2:
+                self.add((*loc, "name"), "T005", f"test name '{case.name}' is used twice")
+            if case.given.event not in subscribed:
+                self.add(
+                    (*loc, "given", "event"),
+                    "T001",
+                    f"test '{case.name}' delivers '{case.given.event}', which {c.name} does not subscribe to; "
+                    f"subscribed: {', '.join(subscribed) or 'none'}",
+                )
+            for j, expected in enumerate(case.expect.events or []):
+                if expected.event not in c.publishes:
+                    self.add(
+                        (*loc, "expect", "events", j, "event"),
+                        "T002",
+                        f"test '{case.name}' expects '{expected.event}', which is not in publishes",
+                    )
+            for part, state in (("given", case.given.state), ("expect", case.expect.state)):
+                if state is None:
+                    continue
+                if fsm is None:
+                    self.add(
+                        (*loc, part, "state"),
+                        "T003",
+                        f"test '{case.name}' names state '{state}', but {c.name} has no fsm subcontract",
+                    )
+                elif state not in states:
+                    self.add(
+                        (*loc, part, "state"),
+                        "T003",
+                        f"test '{case.name}' names state '{state}', which is not a state of fsm "
+                        f"'{fsm.state_machine_name}'; declared: {', '.join(states)}",
+                    )
+            for j, call in enumerate(case.expect.effects or []):
+                if call.effect not in effects:
+                    self.add(
+                        (*loc, "expect", "effects", j, "effect"),
+                        "T004",
+                        f"test '{case.name}' expects a call of effect '{call.effect}', which is not declared"
+                        f"{_declared(effects)}",
+                    )
+            for name in case.given.returns:
+                if name not in effects:
+                    self.add(
+                        (*loc, "given", "returns", name),
+                        "T004",
+                        f"test '{case.name}' states what effect '{name}' returns, but it is not declared"
+                        f"{_declared(effects)}",
+                    )
 
     def _implementation(self, c: Contract) -> None:
         assert c.implementation is not None
@@ -331,6 +394,17 @@ class Linter:
                         f"step '{step.name}' awaits '{step.target.reply}', which is not in subscriptions",
                     )
 
+    def retry(self, retry: RetryPolicy, base: Loc) -> None:
+        """A node's delivery policy (a workflow step's retry has no dead-letter topic: its workflow decides)."""
+        if not retry.dead_letter:
+            self.add(
+                (*base, "dead_letter"),
+                "R001",
+                f"dead_letter is false: a message that fails all {retry.max_attempts} attempts, or is poison, is "
+                "dropped and only logged; set dead_letter: true to keep it on the dead-letter topic",
+                level=Level.WARNING,
+            )
+
     def aggregation(self, agg: Aggregation, base: Loc) -> None:
         for i, s in enumerate(agg.strategies):
             sloc = (*base, "strategies", i)
@@ -353,6 +427,10 @@ class Linter:
         for name, schema in models.items():
             for problem in check_model(name, schema, models):
                 self.add((*base, name, *problem.path), problem.code, problem.message)
+
+
+def _declared(names: list[str]) -> str:
+    return f"; declared: {', '.join(names)}" if names else " (the contract declares no effects)"
 
 
 def _listing(names: dict[str, Any]) -> str:

@@ -48,14 +48,52 @@ class Subscription(Spec):
 # --- Effects: the only I/O an EFFECT node may perform --------------------------------------------------------------
 
 
+#: A column's PostgreSQL type as a contract declares it: a base type, ``[]`` for an array of it, and a trailing ``?``
+#: when the column may be NULL (``text``, ``bigint?``, ``text[]``, ``timestamptz?``).
+COLUMN_TYPES = (
+    "text",
+    "varchar",
+    "uuid",
+    "smallint",
+    "integer",
+    "bigint",
+    "real",
+    "double precision",
+    "numeric",
+    "boolean",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "json",
+    "jsonb",
+    "bytea",
+)
+ColumnType = Annotated[
+    str,
+    Field(
+        pattern=r"^(" + "|".join(COLUMN_TYPES) + r")(\[\])?\??$",
+        description="a PostgreSQL type (" + ", ".join(COLUMN_TYPES) + "), [] for an array, ? when it may be NULL",
+    ),
+]
+
+
 class PostgresEffect(Spec):
     name: Identifier
     adapter: Literal["postgres"]
     table: Identifier
     operation: Literal["insert", "upsert", "select", "update", "delete"]
     key: list[Identifier] = Field(default_factory=list, description="key columns: required except for insert")
-    columns: list[Identifier] = Field(default_factory=list, description="columns written or read; default: all")
+    columns: list[Identifier] | dict[Identifier, ColumnType] = Field(
+        default_factory=list,
+        description="columns written or read (default: all, the table's, read at run time); as a mapping "
+        "column → type, they also type the generated adapter, whose SQL is then fixed at generation time",
+    )
     description: str = ""
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        """Declared column → type (empty when the columns are a plain list)."""
+        return dict(self.columns) if isinstance(self.columns, dict) else {}
 
 
 class KafkaEffect(Spec):
@@ -101,6 +139,16 @@ class Subcontracts(Spec):
 # --- Tests: examples of the node's behaviour that ``onex test`` runs, effects recorded instead of executed ----------
 
 
+class SqlAnswer(Spec):
+    """What the recorded database answers to the statements that contain ``match`` (the first entry that matches)."""
+
+    match: str = Field(min_length=1, description="a part of the statement; runs of whitespace count as one space")
+    returns: Any = Field(
+        description="execute: a status ('UPDATE 1'); fetch: a list of rows; fetchrow: a row or null; fetchval: a "
+        "value; copy_records: a row count"
+    )
+
+
 class Given(Spec):
     """What a test case starts from: one input event, and optionally the FSM instance's state and context."""
 
@@ -111,6 +159,11 @@ class Given(Spec):
     instance: str = Field(default="test", min_length=1, description="id of the FSM instance state/context seed")
     returns: dict[Identifier, Any] = Field(
         default_factory=dict, description="effect name → what the recorded effect returns (default: per adapter)"
+    )
+    sql: list[SqlAnswer] = Field(
+        default_factory=list,
+        description="what the recorded database answers, for nodes that run SQL in the host's transaction "
+        "(default: it is empty)",
     )
 
 
@@ -129,12 +182,23 @@ class ExpectedEffectCall(Spec):
     kwargs: dict[str, Any] | None = None
 
 
+class ExpectedSql(Spec):
+    """A recorded SQL statement: a part of its text, and optionally the method and arguments (subsets)."""
+
+    statement: str = Field(min_length=1, description="a part of the statement; runs of whitespace count as one space")
+    method: Literal["execute", "executemany", "fetch", "fetchrow", "fetchval", "copy_records"] | None = None
+    args: list[Any] | None = None
+
+
 class Expectation(Spec):
     """What must hold after the handler ran. Lists are compared in order; a key left out is not checked."""
 
     events: list[ExpectedEvent] | None = Field(default=None, description="every event published, in order")
     state: Identifier | None = Field(default=None, description="state of the FSM instance at the end")
     effects: list[ExpectedEffectCall] | None = Field(default=None, description="every effect call, in order")
+    sql: list[ExpectedSql] | None = Field(
+        default=None, description="every SQL statement run through the host's store, in order"
+    )
     error: str | None = Field(default=None, description="the handler raises an error whose message contains this")
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from framework.contract.subcontracts import AggregationType
 from framework.events.envelope import OnexEnvelopeV1
-from framework.runtime.kinds import ReducerNode
+from nodes.bridge_reducer._generated import BridgeReducerBase
 
 _WORKFLOW = str(AggregationType.WORKFLOW_GROUPING)
 
 
-class NodeBridgeReducer(ReducerNode):
+class NodeBridgeReducer(BridgeReducerBase):
     async def on_stamp_created(self, event: OnexEnvelopeV1) -> None:
         await self.fold([event.payload], types=[t for t in self.aggregator.types if t != _WORKFLOW])
 

@@ -4,8 +4,8 @@ discovery answers and ``GET /api/v1/registry/nodes``."""
 
 from __future__ import annotations
 
-from framework.runtime.kinds import RegistryNode
+from nodes.node_registry._generated import NodeRegistryBase
 
 
-class NodeBridgeRegistry(RegistryNode):
+class NodeBridgeRegistry(NodeRegistryBase):
     pass

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from framework.cli.main import main
+from generators import node_module
 from tests.pg import migrated_database
 
 BIN = Path(sys.executable).parent
@@ -77,3 +78,55 @@ def test_names_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
     assert main(["new", "taken", "--kind", "compute", "--dir", str(tmp_path)]) == 2
     assert "is taken" in capsys.readouterr().err
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def test_a_failure_midway_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framework.cli import new  # noqa: PLC0415 - the module whose steps are made to fail
+
+    project = tmp_path / "project"
+
+    # 1. rendering the generated module fails, after the scaffold's files were rendered
+    def broken_render(*args: object, **kwargs: object) -> dict[str, str]:
+        raise RuntimeError("generator broke")
+
+    monkeypatch.setattr(node_module, "render", broken_render)
+    assert main(["new", "half_done", "--kind", "effect", "--dir", str(project)]) == 3
+    assert "generator broke" in capsys.readouterr().err
+    assert not project.exists(), _tree(project)
+    monkeypatch.undo()
+
+    # 2. moving into place fails after some files were moved; an existing project keeps what it had
+    (project / "contracts").mkdir(parents=True)
+    (project / "contracts" / "other.yaml").write_text("kept\n", encoding="utf-8")
+    before = _tree(project)
+    moved: list[Path] = []
+    real_place = new._place
+
+    def place_then_break(source: Path, target: Path) -> None:
+        if len(moved) == 2:
+            raise OSError("disk full")
+        real_place(source, target)
+        moved.append(target)
+
+    monkeypatch.setattr(new, "_place", place_then_break)
+    assert main(["new", "half_done", "--kind", "compute", "--dir", str(project)]) == 3
+    assert "disk full" in capsys.readouterr().err
+    assert len(moved) == 2
+    assert _tree(project) == before
+    assert (project / "contracts" / "other.yaml").read_text(encoding="utf-8") == "kept\n"
+    monkeypatch.undo()
+
+    # 3. and then it works, writing every file at once
+    assert main(["new", "half_done", "--kind", "compute", "--dir", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {project / 'nodes/half_done/_generated.py'}" in out
+    assert {"contracts/half_done.yaml", "nodes/half_done/handler.py", "tests/nodes/test_half_done.py"} <= set(
+        _tree(project)
+    )
+    assert not [p for p in _tree(project) if ".onex-new-" in p]

@@ -44,6 +44,24 @@ def test_unsubscribed_event_and_missing_error(tmp_path: Path, capsys: pytest.Cap
         "    given: {event: text-submitted, payload: {doc_id: a, text: b}}\n"
         "    expect: {error: boom}\n"
     )
+    # a case that names what the contract does not declare is a contract error (T001): nothing runs
+    line = text.count("\n") + 2
+    assert main(["test", str(contract)]) == 1
+    err = capsys.readouterr().err
+    assert f"word_counter.yaml:{line}:33: error T001 test 'wrong_event' delivers 'words-counted'" in err
+    assert "fix them first" in err
+    contract.write_text(
+        contract.read_text().replace("  - {name: wrong_event, given: {event: words-counted, payload: {}}}\n", "")
+    )
     assert main(["test", str(contract)]) == 1
     out = capsys.readouterr().out
-    assert "is not subscribed by word_counter" in out and "expected an error containing 'boom'" in out
+    assert "expected an error containing 'boom'" in out
+
+
+def test_the_shipped_contracts_carry_tests_and_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    """CI runs every shipped contract's tests: block through `onex test` (its default paths)."""
+    assert main(["test"]) == 0
+    out = capsys.readouterr().out
+    for name in ("metadata_stamping", "bridge_orchestrator", "bridge_reducer", "node_registry"):
+        assert f"PASS {name}." in out, f"{name} has no passing test case"
+    assert "0 failed" in out

@@ -30,6 +30,8 @@ GROUPS = {
     "I": "Implementation",
     "W": "Workflows",
     "A": "Aggregation",
+    "R": "Retry",
+    "T": "Tests",
     "N": "Across the validated set",
 }
 

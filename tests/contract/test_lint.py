@@ -702,3 +702,60 @@ def test_subcontracts_reached_through_ref_are_linted_in_their_file(check: Check,
         # default is not written: the finding points at the key that brought the aggregation in
         "doc.yaml:9:3: error A002 default 'NAMESPACE_GROUPING' is not among the strategies; declared: TIME_WINDOW",
     ]
+
+
+# --- tests: blocks ------------------------------------------------------------------------------------------------
+
+
+def _tested(cases: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    return contract(
+        "EFFECT",
+        subscriptions=[{"event": "a-in", "handler": "on_a"}],
+        publishes=["a-out"],
+        effects=[{"name": "announce", "adapter": "kafka", "event": "a-out"}],
+        subcontracts={
+            "events": catalog("a-in", "a-out"),
+            "fsm": fsm(["a", end("b")], [t("go", "a", "b")]),
+        },
+        tests=cases,
+        **fields,
+    )
+
+
+def test_a_tests_block_naming_only_what_the_contract_declares_is_clean(check: Check) -> None:
+    case = {
+        "name": "goes",
+        "given": {"event": "a-in", "payload": {}, "state": "a", "returns": {"announce": None}},
+        "expect": {"events": [{"event": "a-out"}], "state": "b", "effects": [{"effect": "announce"}]},
+    }
+    assert codes(check(_tested([case, {**case, "name": "goes_again"}]))) == []
+
+
+def test_T001_to_T005_point_at_the_offending_keys(check: Check, tmp_path: Path) -> None:
+    case = {
+        "name": "goes",
+        "given": {"event": "a-out", "payload": {}, "state": "nowhere", "returns": {"hash": "x"}},
+        "expect": {"events": [{"event": "a-in"}], "state": "b", "effects": [{"effect": "save"}]},
+    }
+    found = check(_tested([case, {"name": "goes", "given": {"event": "a-in"}}]))
+    lines = (tmp_path / "doc.yaml").read_text(encoding="utf-8").splitlines()
+    at = [(f.code, lines[f.line - 1][f.col - 1 :].split(":")[0]) for f in sorted(found, key=lambda f: f.line)]
+    assert at == [
+        ("T001", "event"),  # given.event
+        ("T003", "state"),  # given.state
+        ("T004", "hash"),  # given.returns.hash
+        ("T002", "event"),  # expect.events[0].event
+        ("T004", "effect"),  # expect.effects[0].effect
+        ("T005", "name"),  # the second name
+    ]
+    messages = "\n".join(f.message for f in found)
+    assert "'a-out', which node does not subscribe to; subscribed: a-in" in messages
+    assert "state 'nowhere', which is not a state of fsm 'm'; declared: a, b" in messages
+    assert "effect 'hash' returns, but it is not declared; declared: announce" in messages
+
+
+def test_T003_a_state_in_a_contract_without_fsm(check: Check) -> None:
+    data = _tested([{"name": "goes", "given": {"event": "a-in"}, "expect": {"state": "b"}}])
+    del data["subcontracts"]["fsm"]
+    [finding] = check(data)
+    assert finding.code == "T003" and "has no fsm subcontract" in finding.message

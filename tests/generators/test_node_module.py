@@ -1,5 +1,6 @@
-"""Golden-directory tests of the node module generator: a contract in (tests/generators/golden/<case>/contract),
-the expected files out (golden/<case>/expected/<path>.expected). UPDATE_GOLDEN=1 rewrites them; review the diff."""
+"""Golden-directory tests of the node module generator: a contract in (tests/generators/golden/<case>/contract.yaml,
+or a contract of the runtime tests), the expected files out (golden/<case>/expected/<path>.expected).
+UPDATE_GOLDEN=1 rewrites them; review the diff."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ GOLDEN = Path(__file__).parent / "golden"
 CASES = {
     "word_counter": REPO / "tests/runtime/contracts/word_counter.yaml",
     "count_recorder": REPO / "tests/runtime/contracts/count_recorder.yaml",
+    "stamp_ledger": GOLDEN / "stamp_ledger/contract.yaml",
 }
 
 
@@ -89,3 +91,31 @@ def test_generated_effect_base_works_at_run_time(tmp_path: Path) -> None:
     assert isinstance(base, type)
     with pytest.raises(TypeError, match="handle_words_counted"):
         base(None, None)  # abstract: the typed handler must be implemented
+
+
+def test_a_handler_that_overrides_a_dispatcher_needs_no_typed_handler() -> None:
+    """A hand-written handler may take the envelope itself (override ``on_counted``): then the typed handler that
+    dispatcher calls is not required of it; a handler that overrides neither stays abstract."""
+    text = next(iter(_render(CASES["count_recorder"]).values()))
+    namespace: dict[str, object] = {}
+    exec(compile(text, "count_recorder_generated", "exec"), namespace)
+    base = namespace["CountRecorderBase"]
+    assert isinstance(base, type)
+
+    async def on_counted(self: object, event: object) -> None:
+        return None
+
+    raw = type("Raw", (base,), {"on_counted": on_counted})
+    assert not getattr(raw, "__abstractmethods__", None)
+    lazy = type("Lazy", (base,), {})
+    assert set(getattr(lazy, "__abstractmethods__", ())) == {"handle_words_counted"}
+
+
+def test_sql_is_fixed_only_where_the_contract_fixes_the_shape() -> None:
+    text = next(iter(_render(CASES["stamp_ledger"]).values()))
+    for effect in ("RECORD", "SAVE", "FIND", "FIND_ANY", "RESIZE", "FORGET", "RECORD_UNTYPED"):
+        assert f"\n{effect}_SQL = PostgresStatement(" in text
+    assert "RECORD_ANY_SQL" not in text
+    assert 'ON CONFLICT ("namespace", "file_hash") DO UPDATE SET' in text
+    assert "class FindRow(TypedDict):" in text and "    created_at: datetime\n" in text
+    assert "    file_path: str | None\n" in text
