@@ -11,7 +11,8 @@ The leader loops:
 1. in one transaction, select the oldest unsent rows ``ORDER BY id LIMIT batch_size FOR UPDATE``;
 2. publish them through the bus: rows of the same (topic, key) one after another in id order (each publish waits
    for the broker's acknowledgement), different keys concurrently — Kafka orders per partition, hence per key, and
-   never across keys, so this keeps every order a consumer can observe while not waiting on one key for another;
+   never across keys, so this keeps every order a consumer can observe while not waiting on one key for another.
+   Rows whose key has no other row in the batch go out together, one ``publish_many`` per (topic, headers);
 3. mark the acknowledged rows sent (``sent_at``) and commit.
 
 When a publish fails, the rest of that key's rows in the batch are not attempted (a later row must not overtake
@@ -48,7 +49,7 @@ from framework.adapters.postgres_store import OUTBOX_CHANNEL, PostgresStore, dec
 from framework.backoff import backoff_s
 from framework.errors import PortError, UsageError
 from framework.events.envelope import EnvelopeError, OnexEnvelopeV1
-from framework.ports.event_bus import EventBus, Headers, dead_letter_topic
+from framework.ports.event_bus import EventBus, Headers, PublishManyError, dead_letter_topic
 from framework.ports.resource import Resource
 from framework.ports.store import Store, current_transaction
 
@@ -372,24 +373,56 @@ class OutboxRelay(Resource):
         self, rows: list[dict[str, Any]]
     ) -> tuple[list[int], list[tuple[dict[str, Any], str]], list[tuple[int, BaseException]]]:
         """Publish ``rows``: sequentially per (topic, key), keys concurrently. Returns the ids acknowledged, the rows
-        that cannot be published, and the failures (row id and error, at most one per key) in id order."""
-        groups: dict[tuple[str, bytes | None], list[dict[str, Any]]] = {}
-        for row in rows:
-            groups.setdefault((row["topic"], row["key"]), []).append(row)
-        sent: list[int] = []
+        that cannot be published, and the failures (row id and error, at most one per key) in id order.
+
+        A key with one row in the batch (the usual case: most keys are an id or a hash) has no order to keep within
+        it, so such rows go out together, one ``publish_many`` per (topic, headers): one run into the producer and
+        one wait for all acknowledgements instead of a task and a wait per row. Keys with several rows are published
+        one row after the other, and a failure stops the rest of its key."""
+        groups: dict[tuple[str, bytes | None], list[tuple[dict[str, Any], OnexEnvelopeV1, Headers]]] = {}
         dead: list[tuple[dict[str, Any], str]] = []
+        for row in rows:
+            try:
+                envelope = OnexEnvelopeV1.from_json(row["value"])
+                headers = decode_outbox_headers(row["headers"])
+            except (EnvelopeError, ValueError) as exc:
+                dead.append((row, _error_text(exc)))
+                continue
+            groups.setdefault((row["topic"], row["key"]), []).append((row, envelope, headers))
+        sent: list[int] = []
         failures: list[tuple[int, BaseException]] = []
+        singles: dict[tuple[str, Headers], list[tuple[dict[str, Any], OnexEnvelopeV1, Headers]]] = {}
+        sequences: list[list[tuple[dict[str, Any], OnexEnvelopeV1, Headers]]] = []
+        for group in groups.values():
+            if len(group) == 1 and group[0][1].kafka_key() == group[0][0]["key"]:
+                row, _, headers = group[0]
+                singles.setdefault((row["topic"], headers), []).append(group[0])
+            else:
+                sequences.append(group)
         limit = asyncio.Semaphore(self._max_concurrent_keys)
 
-        async def publish_group(group: list[dict[str, Any]]) -> None:
+        async def publish_together(topic: str, headers: Headers, items: list[Any]) -> None:
+            envelopes = [envelope for _, envelope, _ in items]
+            try:
+                await asyncio.wait_for(
+                    self._bus.publish_many(topic, envelopes, headers=headers), self._publish_timeout_s
+                )
+            except PublishManyError as exc:
+                acknowledged = set(exc.acknowledged)
+                for index, (row, _, _) in enumerate(items):
+                    if index in acknowledged:
+                        sent.append(row["id"])
+                    else:
+                        failures.append((row["id"], exc.errors.get(index, exc)))
+                return
+            except Exception as exc:  # nothing is known to be published: every row is tried again
+                failures.extend((row["id"], exc) for row, _, _ in items)
+                return
+            sent.extend(row["id"] for row, _, _ in items)
+
+        async def publish_sequence(group: list[tuple[dict[str, Any], OnexEnvelopeV1, Headers]]) -> None:
             async with limit:
-                for row in group:
-                    try:
-                        envelope = OnexEnvelopeV1.from_json(row["value"])
-                        headers = decode_outbox_headers(row["headers"])
-                    except (EnvelopeError, ValueError) as exc:
-                        dead.append((row, _error_text(exc)))
-                        continue
+                for row, envelope, headers in group:
                     try:
                         await asyncio.wait_for(
                             self._bus.publish(row["topic"], envelope, key=row["key"], headers=headers),
@@ -400,7 +433,10 @@ class OutboxRelay(Resource):
                         return
                     sent.append(row["id"])
 
-        await asyncio.gather(*(publish_group(group) for group in groups.values()))
+        await asyncio.gather(
+            *(publish_together(topic, headers, items) for (topic, headers), items in singles.items()),
+            *(publish_sequence(group) for group in sequences),
+        )
         return sent, dead, sorted(failures, key=lambda failure: failure[0])
 
 

@@ -16,11 +16,11 @@ from framework.contract.spec import Contract
 from framework.errors import PayloadInvalid
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.store import in_transaction
-from framework.runtime.kinds import EffectNode
 from framework.runtime.kinds.base import NodeRuntime, current_event
 from framework.runtime.metrics import Counter, Histogram
 from framework.runtime.payloads import PayloadValidator
 from nodes.metadata_stamping import stamps
+from nodes.metadata_stamping._generated import MetadataStampingBase
 from nodes.metadata_stamping.filetypes import FileTypes
 from nodes.metadata_stamping.recorder import HashRecorder, Recorded
 from nodes.metadata_stamping.requests import BadRequest, ContentRequest, check_namespace
@@ -35,7 +35,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class MetadataStampingNode(EffectNode):
+class MetadataStampingNode(MetadataStampingBase):
     """The metadata stamping service (contracts/metadata_stamping.yaml)."""
 
     def __init__(self, contract: Contract, runtime: NodeRuntime) -> None:
@@ -45,6 +45,11 @@ class MetadataStampingNode(EffectNode):
             name: PayloadValidator(name, contract.models[name], contract.models) for name in REQUEST_MODELS
         }
         self.recorder = HashRecorder(self._write_records)
+        # Imported here rather than at the top: stamping.py builds on this module (and the import block is left to
+        # whoever switches this class's base).
+        from nodes.metadata_stamping.stamping import StampWriter  # noqa: PLC0415
+
+        self.stamp_writer = StampWriter(self)
         self.hashes = Counter("onex_stamping_hashes_total", "Contents hashed.", ("operation",))
         self.stamps_total = Counter("onex_stamping_stamps_total", "Stamps written.", ("kind", "created"))
         self.validations = Counter("onex_stamping_validations_total", "Validations by verdict.", ("status",))
@@ -64,6 +69,7 @@ class MetadataStampingNode(EffectNode):
         self.recorder.start()
 
     async def stop(self) -> None:
+        await self.stamp_writer.drain()
         await self.recorder.stop()
 
     def http_routes(self) -> list[web.RouteDef]:
@@ -81,9 +87,11 @@ class MetadataStampingNode(EffectNode):
         return {"file_hash": digest, "file_size": len(req.data), "duration_ms": duration_ms}
 
     async def stamp(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A StampRequest → the StampResult: stored, and announced (metadata-stamp-created) with it."""
+        """A StampRequest → the StampResult: stored, and announced (metadata-stamp-created) with it. Inside a
+        caller's transaction it is written there; otherwise it shares a transaction with the stamps requested at the
+        same time (stamping.py), and returns once that committed."""
         req = ContentRequest.parse(self.check("StampRequest", request), namespace_required=True)
-        return await self._in_transaction(lambda: self._stamp(req))
+        return await self.stamp_writer.stamp(req)
 
     # --- the rest of the service ----------------------------------------------------------------------------------
 
@@ -137,7 +145,7 @@ class MetadataStampingNode(EffectNode):
                     namespaces.add(req.namespace)
                     store = self.runtime.resources["store"]
                     async with store.transaction():  # a savepoint
-                        result = await self._stamp(req, batch_id=batch_id)
+                        result = await self.stamp_writer.stamp_here(req, batch_id=batch_id)
                     results.append({"index": index, "status": "success", "data": result, "error": None})
                 except BadRequest as exc:
                     results.append({"index": index, "status": "error", "data": None, "error": str(exc)})
@@ -282,64 +290,6 @@ class MetadataStampingNode(EffectNode):
             for record in batch:
                 if record.event is not None:
                     await self.publish("blake3-hash-generated", record.event, cause=record.cause)
-
-    async def _stamp(self, req: ContentRequest, *, batch_id: uuid.UUID | None = None) -> dict[str, Any]:
-        assert req.namespace is not None
-        detection = self.file_types.detect(req.file_path, req.data[:_HEAD], req.content_type)
-        text = None if detection.comment is None else _text(req.data)
-        stripped = stamps.strip(text) if text is not None else None
-        hashed = stripped.encode("utf-8") if stripped is not None else req.data
-        digest, duration_ms = await self._hash(hashed)
-        self._record("stamp", len(hashed), duration_ms, req.namespace, batch_id=batch_id)
-
-        # One round trip: insert the stamp, or (same namespace and hash) update it, keeping its id and bumping its
-        # version. Its id is the uuid5 of (namespace, hash), so the stamp text can name it before the row exists.
-        stamp_id = stamps.stamp_id(req.namespace, digest)
-        now = _now()
-        kind: stamps.Kind = "rich" if req.rich else "lightweight"
-        stamped, row = self._stamp_row(
-            req, detection, stripped, digest=digest, size=len(hashed), stamp_id=stamp_id, kind=kind, now=now
-        )
-        row["version"] = 1
-        saved = await self.effects.save_stamp(row, keep=("id",), increment=("version",))
-        if saved["id"] != stamp_id:
-            # A row stored with another id (written by something else): the stamp must name that id.
-            stamped, row = self._stamp_row(
-                req, detection, stripped, digest=digest, size=len(hashed), stamp_id=saved["id"], kind=kind, now=now
-            )
-            del row["id"]
-            row["version"] = saved["version"]
-            saved = await self.effects.save_stamp(row)
-        created = saved["version"] == 1
-        await self.publish(
-            "metadata-stamp-created",
-            {
-                "stamp_id": str(saved["id"]),
-                "file_hash": digest,
-                "namespace": req.namespace,
-                "file_path": req.file_path,
-                "file_size": len(hashed),
-                "content_type": detection.content_type,
-                "stamp_kind": kind,
-                "protocol_version": stamps.PROTOCOL_VERSION,
-                "created_at": saved["created_at"].isoformat(),
-            },
-        )
-        self.stamps_total.inc(kind=kind, created=str(created).lower())
-        return {
-            "stamp_id": str(saved["id"]),
-            "file_hash": digest,
-            "namespace": req.namespace,
-            "stamped_content": stamped,
-            "content_type": detection.content_type,
-            "created": created,
-            "file_size": len(hashed),
-            "file_path": req.file_path,
-            "stamp_kind": kind,
-            "timestamp": now.isoformat(),
-            "version": saved["version"],
-            "file_type": detection.as_dict(),
-        }
 
     def _stamp_row(
         self,

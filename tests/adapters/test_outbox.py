@@ -32,7 +32,7 @@ from framework.adapters.postgres_processed_events import PostgresProcessedEvents
 from framework.adapters.postgres_store import PostgresStore
 from framework.errors import UsageError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import Message
+from framework.ports.event_bus import Message, PublishManyError
 from tests.pg import WAIT_S, open_store, wait_for
 
 FAST_CONSUMER: dict[str, Any] = {"heartbeat_interval_ms": 200, "session_timeout_ms": 6000, "poll_timeout_ms": 100}
@@ -400,3 +400,87 @@ def test_bad_relay_settings_are_refused() -> None:
         OutboxRelay(store, MemoryEventBus(), batch_size=0)
     with pytest.raises(UsageError, match="poll_interval_s must be > 0 seconds"):
         OutboxRelay(store, MemoryEventBus(), poll_interval_s=0)
+
+
+class CountingBus(MemoryEventBus):
+    """The memory bus, counting how the relay publishes; ``fail_first_many`` makes the first ``publish_many`` publish
+    only its even-numbered envelopes and report the others failed, as a broker losing some batches would."""
+
+    def __init__(self, *, fail_first_many: bool = False) -> None:
+        super().__init__()
+        self.single_calls = 0
+        self.many_calls: list[int] = []
+        self._fail_next_many = fail_first_many
+
+    async def publish(self, topic: str, envelope: OnexEnvelopeV1, **kwargs: Any) -> None:
+        self.single_calls += 1
+        await super().publish(topic, envelope, **kwargs)
+
+    async def publish_many(self, topic: str, envelopes: Any, *, headers: Any = ()) -> None:
+        self.many_calls.append(len(envelopes))
+        if not self._fail_next_many:
+            await super().publish_many(topic, envelopes, headers=headers)
+            return
+        self._fail_next_many = False
+        acknowledged = tuple(range(0, len(envelopes), 2))
+        await super().publish_many(topic, [envelopes[i] for i in acknowledged], headers=headers)
+        errors: dict[int, BaseException] = {
+            i: ConnectionError(f"lost batch of {i}") for i in range(len(envelopes)) if i not in acknowledged
+        }
+        raise PublishManyError(
+            "some failed",
+            total=len(envelopes),
+            sent=len(envelopes),
+            acknowledged=acknowledged,
+            errors=errors,
+            retriable=True,
+        )
+
+
+async def test_rows_of_lone_keys_go_out_together_and_a_key_with_several_rows_keeps_its_order(
+    store: PostgresStore,
+) -> None:
+    topic = "test.outbox.lone"
+    written = [envelope(n, f"lone{n}") for n in range(10)]
+    repeated = [envelope(n, "same") for n in range(10, 15)]
+    events = [e for pair in zip(written[:5], repeated, strict=True) for e in pair] + written[5:]
+    for event in events:
+        async with store.transaction() as tx:
+            await tx.enqueue(topic, event, headers=(("trace", f"t{event.payload['n']}".encode()),))
+    async with CountingBus() as bus, OutboxRelay(store, bus) as relay:
+        await wait_until_drained(relay, WAIT_S)
+        records = bus.broker.records(topic)
+    got = [OnexEnvelopeV1.from_json(r.value or b"") for r in records]
+    assert sorted(e.payload["n"] for e in got) == list(range(15))  # each exactly once
+    assert [e.payload["n"] for e in got if e.partition_key == "same"] == [10, 11, 12, 13, 14]
+    for record, event in zip(records, got, strict=True):
+        assert record.key == event.partition_key.encode()  # type: ignore[union-attr]
+        assert dict(record.headers)["trace"] == f"t{event.payload['n']}".encode()
+    # The five rows of "same" one by one; the ten lone keys in publish_many calls (one, unless the relay's first
+    # batch started while the rows were still being written).
+    assert bus.single_calls == 5 and sum(bus.many_calls) == 10
+
+
+async def test_a_partly_failed_publish_many_marks_only_the_acknowledged_rows_sent(store: PostgresStore) -> None:
+    topic = "test.outbox.partial"
+    events = [envelope(n, f"key{n}") for n in range(6)]
+    async with store.transaction() as tx:  # one commit: the relay's first batch holds all six
+        for event in events:
+            await tx.enqueue(topic, event)
+    async with (
+        CountingBus(fail_first_many=True) as bus,
+        OutboxRelay(store, bus, initial_backoff_s=0.01) as relay,
+    ):
+        await wait_until_drained(relay, WAIT_S)
+        numbers = [OnexEnvelopeV1.from_json(r.value or b"").payload["n"] for r in bus.broker.records(topic)]
+        stats = relay.stats()
+    # The acknowledged ones once, the failed ones once more after the backoff: nothing lost, nothing doubled.
+    assert sorted(numbers) == list(range(6))
+    assert bus.many_calls == [6, 3] and stats["failures"] == 1
+    async with store.transaction() as tx:
+        rows = await tx.fetch("SELECT value, attempts, last_error FROM outbox WHERE topic = $1", topic)
+    by_n = {OnexEnvelopeV1.from_json(row["value"]).payload["n"]: row for row in rows}
+    for n in (0, 2, 4):
+        assert by_n[n]["attempts"] == 1 and by_n[n]["last_error"] is None
+    for n in (1, 3, 5):
+        assert by_n[n]["attempts"] == 2 and "ConnectionError" in by_n[n]["last_error"]

@@ -3,6 +3,7 @@ that reach Kafka (envelope and CloudEvents headers)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import uuid
@@ -16,12 +17,16 @@ from blake3 import blake3
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.validate import load_contract
+from framework.errors import QueryError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
 from nodes.metadata_stamping.node import MetadataStampingNode
 from nodes.metadata_stamping.openapi import PREFIX
+from nodes.metadata_stamping.requests import ContentRequest
+from nodes.metadata_stamping.stamping import PreparedStamp
 from tests.collect import Collector
+from tests.pg import wait_for
 
 from .samples import BINARY, TEXT
 
@@ -309,3 +314,95 @@ async def test_orchestrator_calls_work_inside_and_outside_a_transaction(service:
         inside = await node.stamp({"content": "in-process 2", "namespace": namespace})
     assert outside["created"] and inside["created"]
     assert set(outside) >= {"stamp_id", "file_hash", "namespace", "stamped_content", "content_type", "created"}
+
+
+async def test_concurrent_stamps_share_transactions_each_stored_and_announced_once(service: Service) -> None:
+    node = service.node
+    created = await service.listen("metadata-stamp-created")
+    namespace = ns()
+    batches_before = node.stamp_writer.group.batches
+    contents = [f"concurrent {n}\n" for n in range(40)]
+    answers = await asyncio.gather(
+        *(
+            service.post("/stamp", {"content": c, "namespace": namespace, "file_path": f"f{n}.txt"})
+            for n, c in enumerate(contents)
+        )
+    )
+    for (status, answer), content in zip(answers, contents, strict=True):
+        assert status == 200, answer
+        assert_unified(answer, "success")
+        assert answer["data"]["file_hash"] == blake3(content.encode()).hexdigest()
+        assert answer["data"]["created"] is True and answer["data"]["version"] == 1
+    # Forty requests at once were written in fewer transactions than requests.
+    assert node.stamp_writer.group.batches - batches_before < len(contents)
+    status, listed = await service.get(f"/namespace/{namespace}?limit=100")
+    assert status == 200 and listed["data"]["total"] == len(contents)
+    await created.wait_until(
+        lambda ms: len({m.envelope.event_id for m in ms if m.envelope.payload["namespace"] == namespace}) >= 40
+    )
+    await created.quiet()
+    mine = [m for m in created.messages if m.envelope.payload["namespace"] == namespace]
+    assert len(mine) == len({m.envelope.event_id for m in mine}) == len(contents)  # once each
+    by_hash = {m.envelope.payload["file_hash"]: m.envelope.payload for m in mine}
+    for _, answer in answers:
+        data = answer["data"]
+        assert by_hash[data["file_hash"]]["stamp_id"] == data["stamp_id"]
+        assert by_hash[data["file_hash"]]["file_path"] == data["file_path"]
+
+
+async def test_the_same_content_stamped_concurrently_gets_versions_in_order(service: Service) -> None:
+    created = await service.listen("metadata-stamp-created")
+    namespace = ns()
+    body = {"content": "the same text\n", "namespace": namespace}
+    answers = await asyncio.gather(*(service.post("/stamp", body) for _ in range(6)))
+    assert all(status == 200 for status, _ in answers), answers
+    # Never two upserts of one key in one statement: each request got its own version, and one of them created it.
+    assert sorted(a["data"]["version"] for _, a in answers) == [1, 2, 3, 4, 5, 6]
+    assert [a["data"]["created"] for _, a in answers].count(True) == 1
+    assert len({a["data"]["stamp_id"] for _, a in answers}) == 1
+    got = await created.wait_until(lambda ms: sum(m.envelope.payload["namespace"] == namespace for m in ms) >= 6)
+    assert sum(m.envelope.payload["namespace"] == namespace for m in got) == 6
+
+
+async def test_a_stamp_that_fails_in_a_shared_transaction_fails_alone(service: Service) -> None:
+    node = service.node
+    writer = node.stamp_writer
+    namespace = ns()
+
+    async def prepare(content: str) -> PreparedStamp:
+        req = ContentRequest.parse({"content": content, "namespace": namespace}, namespace_required=True)
+        return await writer.prepare(req)
+
+    # Two stamps whose rows another session holds locked keep both in-flight transactions of the writer waiting,
+    # so the next four stamps queue up and go out together in one transaction.
+    blockers = [await prepare(f"blocker {n}") for n in range(2)]
+    for blocker in blockers:
+        await writer.group.submit(blocker)
+    locker = await node.store.connect()  # type: ignore[attr-defined]
+    try:
+        await locker.execute("BEGIN")
+        await locker.execute(
+            "SELECT 1 FROM metadata_stamps WHERE namespace = $1 AND file_hash = ANY($2::text[]) FOR UPDATE",
+            namespace,
+            [b.digest for b in blockers],
+        )
+        waiting = [asyncio.create_task(writer.group.submit(await prepare(f"blocker {n}"))) for n in range(2)]
+        good = [await prepare(f"good {n}") for n in range(3)]
+        bad = await prepare("bad")
+        bad.row["file_size"] = -1  # the table refuses it (CHECK file_size >= 0): the whole statement fails
+        fallbacks = writer.group.fallbacks
+        queued = [asyncio.create_task(writer.group.submit(p)) for p in [good[0], bad, *good[1:]]]
+        await wait_for(lambda: writer.group.pending == 4, "the four stamps to queue behind the locked ones")
+    finally:
+        await locker.execute("ROLLBACK")
+        await locker.close()
+    outcomes = await asyncio.gather(*queued, return_exceptions=True)
+    assert all(isinstance(o, dict) and o["version"] == 2 for o in await asyncio.gather(*waiting))
+    assert isinstance(outcomes[1], QueryError) and "file_size" in str(outcomes[1])
+    for outcome in (outcomes[0], *outcomes[2:]):
+        assert isinstance(outcome, dict) and outcome["created"] is True
+    assert writer.group.fallbacks == fallbacks + 1  # the four were one batch, which failed and was written one by one
+    for p in good:
+        found = await node.find(p.digest, namespace)
+        assert found is not None and found["version"] == 1
+    assert await node.find(bad.digest, namespace) is None

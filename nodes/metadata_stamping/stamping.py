@@ -1,0 +1,252 @@
+"""Writing stamps: one at a time in a caller's transaction, or many in one (group commit, writer.py).
+
+A stamp is prepared without the database (detection, hash, stamp text, row), then stored with the upsert of the
+``save_stamp`` effect (insert, or on the same namespace and hash update it, keeping its id and bumping its version)
+and announced (``metadata-stamp-created``) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.store import (
+    Headers,
+    Transaction,
+    current_transaction,
+    reset_current_transaction,
+    set_current_transaction,
+)
+from framework.runtime.kinds.base import current_event
+from nodes.metadata_stamping import stamps
+from nodes.metadata_stamping.node import _HEAD, _now, _text
+from nodes.metadata_stamping.requests import ContentRequest
+from nodes.metadata_stamping.writer import GroupWriter
+
+if TYPE_CHECKING:
+    from nodes.metadata_stamping.filetypes import Detection
+    from nodes.metadata_stamping.node import MetadataStampingNode
+
+#: The save_stamp upsert (keep id, increment version) for many rows in one statement: the columns travel as arrays.
+#: The rows of one batch have distinct (namespace, file_hash) keys (writer.py sees to it).
+_UPSERT_MANY = """
+INSERT INTO metadata_stamps AS s
+    (id, file_hash, namespace, file_path, file_size, content_type, stamp_data, metadata_version, op_id, updated_at,
+     version)
+SELECT u.*, 1
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::text[],
+            $9::uuid[], $10::timestamptz[]) AS u
+ON CONFLICT (namespace, file_hash) DO UPDATE SET
+    file_path = EXCLUDED.file_path, file_size = EXCLUDED.file_size, content_type = EXCLUDED.content_type,
+    stamp_data = EXCLUDED.stamp_data, metadata_version = EXCLUDED.metadata_version, op_id = EXCLUDED.op_id,
+    updated_at = EXCLUDED.updated_at, version = s.version + 1
+RETURNING id, namespace, file_hash, version, created_at
+"""
+_UPSERT_COLUMNS = (
+    "id",
+    "file_hash",
+    "namespace",
+    "file_path",
+    "file_size",
+    "content_type",
+    "stamp_data",
+    "metadata_version",
+    "op_id",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class PreparedStamp:
+    """A stamp ready to be stored: everything but what the database answers (id, version, created_at)."""
+
+    req: ContentRequest
+    detection: Detection
+    stripped: str | None
+    digest: str
+    size: int
+    stamp_id: uuid.UUID
+    kind: stamps.Kind
+    now: datetime
+    stamped: str | None
+    row: dict[str, Any]
+    #: The event being handled when the stamp was asked for: its event is chained to it.
+    cause: OnexEnvelopeV1 | None = field(default=None)
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return (self.req.namespace, self.digest)
+
+
+class StampWriter:
+    """Stores and announces the stamps of ``node``."""
+
+    def __init__(self, node: MetadataStampingNode) -> None:
+        self._node = node
+        self.group: GroupWriter[PreparedStamp, dict[str, Any]] = GroupWriter(
+            self._write_batch, self._write_one, key=lambda p: p.key
+        )
+
+    async def stamp(self, req: ContentRequest) -> dict[str, Any]:
+        """Store and announce a stamp: in the transaction open in this context, else with the others waiting."""
+        prepared = await self.prepare(req)
+        if current_transaction(self._node.store) is not None:
+            return await self._write_one(prepared)
+        return await self.group.submit(prepared)
+
+    async def stamp_here(self, req: ContentRequest, *, batch_id: uuid.UUID | None = None) -> dict[str, Any]:
+        """Store and announce a stamp in the transaction open in this context (or one of its own)."""
+        return await self._write_one(await self.prepare(req, batch_id=batch_id))
+
+    async def drain(self) -> None:
+        await self.group.drain()
+
+    async def prepare(self, req: ContentRequest, *, batch_id: uuid.UUID | None = None) -> PreparedStamp:
+        """Everything of a stamp that needs no database: detection, hash, stamp text and row."""
+        node = self._node
+        assert req.namespace is not None
+        detection = node.file_types.detect(req.file_path, req.data[:_HEAD], req.content_type)
+        text = None if detection.comment is None else _text(req.data)
+        stripped = stamps.strip(text) if text is not None else None
+        hashed = stripped.encode("utf-8") if stripped is not None else req.data
+        digest, duration_ms = await node._hash(hashed)
+        node._record("stamp", len(hashed), duration_ms, req.namespace, batch_id=batch_id)
+        # Its id is the uuid5 of (namespace, hash), so the stamp text can name it before the row exists.
+        stamp_id = stamps.stamp_id(req.namespace, digest)
+        now = _now()
+        kind: stamps.Kind = "rich" if req.rich else "lightweight"
+        stamped, row = node._stamp_row(
+            req, detection, stripped, digest=digest, size=len(hashed), stamp_id=stamp_id, kind=kind, now=now
+        )
+        return PreparedStamp(
+            req, detection, stripped, digest, len(hashed), stamp_id, kind, now, stamped, row, current_event.get()
+        )
+
+    # --- one -------------------------------------------------------------------------------------------------------
+
+    async def _write_one(self, prepared: PreparedStamp) -> dict[str, Any]:
+        node = self._node
+
+        async def work() -> dict[str, Any]:
+            # One round trip: insert the stamp, or update it (same namespace and hash), keeping its id and bumping
+            # its version.
+            saved = await node.effects.save_stamp({**prepared.row, "version": 1}, keep=("id",), increment=("version",))
+            return await self._finish(prepared, saved)
+
+        return await node._in_transaction(work)
+
+    # --- many ------------------------------------------------------------------------------------------------------
+
+    async def _write_batch(self, batch: list[PreparedStamp]) -> list[dict[str, Any]]:
+        """One transaction: one upsert statement for every row, then each stamp's event, all outbox rows in one
+        ``executemany``."""
+        ordered = sorted(batch, key=lambda p: (p.req.namespace or "", p.digest))  # lock rows in one order
+        columns = [[p.row[name] for p in ordered] for name in _UPSERT_COLUMNS]
+        async with self._node.store.transaction() as tx:
+            rows = await tx.fetch(_UPSERT_MANY, *columns)
+            saved = {(row["namespace"], row["file_hash"]): row for row in rows}
+            outbox = _DeferredOutbox(tx)
+            token = set_current_transaction(cast(Transaction, outbox))
+            try:
+                results = [await self._finish(p, saved[p.key]) for p in batch]
+            finally:
+                reset_current_transaction(token)
+            await outbox.flush()
+        return results
+
+    async def _finish(self, prepared: PreparedStamp, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """After the upsert (``saved``: the stored id, version and created_at): announce the stamp in the same
+        transaction, and answer its StampResult."""
+        node = self._node
+        p = prepared
+        req = p.req
+        assert req.namespace is not None
+        stamped = p.stamped
+        if saved["id"] != p.stamp_id:
+            # A row stored with another id (written by something else): the stamp must name that id.
+            stamped, row = node._stamp_row(
+                req, p.detection, p.stripped, digest=p.digest, size=p.size, stamp_id=saved["id"], kind=p.kind, now=p.now
+            )
+            del row["id"]
+            row["version"] = saved["version"]
+            saved = await node.effects.save_stamp(row)
+        created = saved["version"] == 1
+        await node.publish(
+            "metadata-stamp-created",
+            {
+                "stamp_id": str(saved["id"]),
+                "file_hash": p.digest,
+                "namespace": req.namespace,
+                "file_path": req.file_path,
+                "file_size": p.size,
+                "content_type": p.detection.content_type,
+                "stamp_kind": p.kind,
+                "protocol_version": stamps.PROTOCOL_VERSION,
+                "created_at": saved["created_at"].isoformat(),
+            },
+            cause=p.cause,
+        )
+        node.stamps_total.inc(kind=p.kind, created=str(created).lower())
+        return {
+            "stamp_id": str(saved["id"]),
+            "file_hash": p.digest,
+            "namespace": req.namespace,
+            "stamped_content": stamped,
+            "content_type": p.detection.content_type,
+            "created": created,
+            "file_size": p.size,
+            "file_path": req.file_path,
+            "stamp_kind": p.kind,
+            "timestamp": p.now.isoformat(),
+            "version": saved["version"],
+            "file_type": p.detection.as_dict(),
+        }
+
+
+class _DeferredOutbox:
+    """The batch's transaction as publishers see it: everything passes through, except that events are kept and
+    written by :meth:`flush` in one ``enqueue_many`` per topic (one round trip), still in the same transaction."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self._events: list[tuple[str, OnexEnvelopeV1, bytes | None, Headers]] = []
+
+    @property
+    def store(self) -> Any:
+        return self._tx.store
+
+    @property
+    def active(self) -> bool:
+        return self._tx.active
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    async def enqueue(
+        self, topic: str, envelope: OnexEnvelopeV1, *, key: bytes | None = None, headers: Headers = ()
+    ) -> int:
+        self._events.append((topic, envelope, key, headers))
+        return 0  # the row id is known only after flush(); publishers do not use it
+
+    async def flush(self) -> None:
+        events, self._events = self._events, []
+        start = 0
+        while start < len(events):
+            topic, envelope, key, headers = events[start]
+            if key is not None:  # an explicit key: enqueue_many keys each envelope itself
+                await self._tx.enqueue(topic, envelope, key=key, headers=headers)
+                start += 1
+                continue
+            end = start + 1
+            while end < len(events) and events[end][::2] == (topic, None) and events[end][3] == headers:
+                end += 1
+            await self._tx.enqueue_many(topic, _envelopes(events[start:end]), headers=headers)
+            start = end
+
+
+def _envelopes(events: Sequence[tuple[str, OnexEnvelopeV1, bytes | None, Headers]]) -> list[OnexEnvelopeV1]:
+    return [envelope for _, envelope, _, _ in events]
