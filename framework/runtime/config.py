@@ -26,6 +26,7 @@ ENV_VARS: Mapping[str, str] = {
     "ONEX_BUS": "bus",
     "ONEX_DRAIN_TIMEOUT_S": "drain_timeout_s",
     "ONEX_HEARTBEAT_S": "heartbeat_interval_s",
+    "ONEX_WORKFLOW_LEASE_S": "workflow_lease_s",
 }
 
 
@@ -40,6 +41,7 @@ class Settings:
     bus: Literal["kafka", "memory"] = "kafka"
     drain_timeout_s: float = 30.0
     heartbeat_interval_s: float = 30.0
+    workflow_lease_s: float = 30.0
 
     @classmethod
     def load(cls, environ: Mapping[str, str] = os.environ, **flags: Any) -> Settings:
@@ -61,7 +63,7 @@ def _convert(source: str, name: str, value: Any) -> Any:
         if not text.isdigit() or not 0 <= int(text) <= 65535:
             raise UsageError(f"{source}={text!r}: expected a port number from 0 to 65535 (0 picks a free port)")
         return int(text)
-    if name in ("drain_timeout_s", "heartbeat_interval_s"):
+    if name in ("drain_timeout_s", "heartbeat_interval_s", "workflow_lease_s"):
         try:
             seconds = float(text)
         except ValueError:

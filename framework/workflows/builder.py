@@ -8,7 +8,9 @@ workflow (a required step that failed) ends the run with ``StopEvent(result=outc
 stage ends with ``StopEvent(result=None)``.
 
 Classes are made with ``type(...)`` and steps registered as free functions with ``step(workflow=Cls)``; their
-annotations are set explicitly, because they route the events.
+annotations are set explicitly, because they route the events. The first stage takes the ``StartEvent`` itself, and
+every event carries the run's id (``run``), so a workflow has no step beyond its stages and never touches
+``ctx.store``: each LlamaIndex step and each store access costs the engine a tick.
 """
 
 from __future__ import annotations
@@ -26,13 +28,9 @@ from framework.workflows.outcome import StepOutcome
 
 RunStep = Callable[[Any, Step], Awaitable[StepOutcome]]
 RUN_KEY = "run"
-#: Runs in progress by id. The run object stays out of ``ctx.store``: the engine snapshots (deep-copies) its state
-#: on every tick, and a run holds the FSM instance and step results; only the run's id goes into the store.
+#: Runs in progress by id. The run object stays out of the events: the engine serialises and snapshots their
+#: contents, and a run holds the FSM instance and step results; only the run's id travels with the events.
 _RUNS: dict[str, Any] = {}
-
-
-async def _run_of(ctx: Context) -> Any:
-    return _RUNS[await ctx.store.get(RUN_KEY)]
 
 
 def stages(spec: WorkflowSpec) -> list[list[Step]]:
@@ -47,7 +45,12 @@ def stages(spec: WorkflowSpec) -> list[list[Step]]:
 
 
 def _event(name: str) -> type[Event]:
-    return type(name, (Event,), {"__module__": __name__})
+    return type(name, (Event,), {"__module__": __name__, "__annotations__": {RUN_KEY: str}})
+
+
+def _run_id(ev: Event) -> str:
+    """The run's id: a field of our events; an extra of the StartEvent (kept in its data)."""
+    return str(ev.get(RUN_KEY) if isinstance(ev, StartEvent) else getattr(ev, RUN_KEY))
 
 
 def _register(cls: type[Workflow], fn: Callable[..., Any], name: str, accepts: type[Event], returns: Any) -> None:
@@ -71,14 +74,8 @@ def build_workflow_class(spec: WorkflowSpec, run_step: RunStep) -> type[Workflow
     prefix = "".join(part.title() for part in spec.workflow_name.split("_"))
     cls: type[Workflow] = type(f"{prefix}Workflow", (Workflow,), {"__module__": __name__})
     grouped = stages(spec)
-    entries = [_event(f"{prefix}Stage{i}") for i in range(len(grouped))]
+    entries: list[type[Event]] = [StartEvent, *(_event(f"{prefix}Stage{i}") for i in range(1, len(grouped)))]
     exits: list[type[Event]] = [*entries[1:], StopEvent]
-
-    async def begin(ctx: Context, ev: StartEvent) -> Event:
-        await ctx.store.set(RUN_KEY, ev.get(RUN_KEY))
-        return entries[0]()
-
-    _register(cls, begin, "begin", StartEvent, entries[0])
 
     for i, members in enumerate(grouped):
         if len(members) == 1 and members[0].parallel_group is None:
@@ -88,14 +85,15 @@ def build_workflow_class(spec: WorkflowSpec, run_step: RunStep) -> type[Workflow
     return cls
 
 
-def _advance(nxt: type[Event]) -> Event:
-    return StopEvent(result=None) if nxt is StopEvent else nxt()
+def _advance(nxt: type[Event], run_id: str) -> Event:
+    return StopEvent(result=None) if nxt is StopEvent else nxt(**{RUN_KEY: run_id})
 
 
 def _single(cls: type[Workflow], s: Step, entry: type[Event], nxt: type[Event], run_step: RunStep) -> None:
     async def run_one(ctx: Context, ev: Event) -> Event:
-        outcome = await run_step(await _run_of(ctx), s)
-        return _advance(nxt) if outcome.ok else StopEvent(result=outcome)
+        run_id = _run_id(ev)
+        outcome = await run_step(_RUNS[run_id], s)
+        return _advance(nxt, run_id) if outcome.ok else StopEvent(result=outcome)
 
     _register(cls, run_one, f"step_{s.name}", entry, Union[nxt, StopEvent])  # noqa: UP007 - built at run time
 
@@ -104,11 +102,11 @@ def _parallel(  # noqa: PLR0917 - one stage, its place in the chain and its runn
     cls: type[Workflow], tag: str, members: list[Step], entry: type[Event], nxt: type[Event], run_step: RunStep
 ) -> None:
     branches = [_event(f"{tag}Branch{j}") for j in range(len(members))]
-    joined = type(f"{tag}Joined", (Event,), {"__module__": __name__, "__annotations__": {"outcome": Any}})
+    joined = type(f"{tag}Joined", (Event,), {"__module__": __name__, "__annotations__": {"outcome": Any, RUN_KEY: str}})
 
     async def fan_out(ctx: Context, ev: Event) -> None:
         for branch in branches:
-            ctx.send_event(branch())
+            ctx.send_event(branch(**{RUN_KEY: _run_id(ev)}))
 
     _register(cls, fan_out, f"fan_out_{tag}", entry, Union[tuple(branches)] | None)  # noqa: UP007
 
@@ -121,13 +119,14 @@ def _parallel(  # noqa: PLR0917 - one stage, its place in the chain and its runn
             return None
         outcomes: list[StepOutcome] = [e.outcome for e in collected]
         failed = [o for o in outcomes if not o.ok]
-        return StopEvent(result=failed[0]) if failed else _advance(nxt)
+        return StopEvent(result=failed[0]) if failed else _advance(nxt, _run_id(ev))
 
     _register(cls, fan_in, f"fan_in_{tag}", joined, Union[nxt, StopEvent, None])  # noqa: UP007
 
 
 def _branch_step(s: Step, joined: type[Event], run_step: RunStep) -> Callable[..., Awaitable[Event]]:
     async def run_branch(ctx: Context, ev: Event) -> Event:
-        return joined(outcome=await run_step(await _run_of(ctx), s))
+        run_id = _run_id(ev)
+        return joined(outcome=await run_step(_RUNS[run_id], s), **{RUN_KEY: run_id})
 
     return run_branch

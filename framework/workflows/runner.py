@@ -10,7 +10,7 @@ from typing import Any
 from framework.backoff import backoff_s
 from framework.contract.guard import Guard, GuardEvaluationError, parse_guard
 from framework.contract.subcontracts import RetryPolicy, Step
-from framework.errors import PoisonMessage
+from framework.errors import PoisonMessage, PortError
 from framework.workflows.outcome import StepCall, StepOutcome, StepStatus
 
 Invoke = Callable[[StepCall], Awaitable[Any]]
@@ -19,7 +19,8 @@ _NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 class StepFailed(Exception):
-    """Raised by a target for a failure that retrying cannot fix (bad input, say): the step fails at once."""
+    """Raised by a target for a failure that retrying cannot fix (bad input, say): the step fails at once. So does a
+    ``PortError`` that is not retriable."""
 
 
 def guard_context(workflow_id: str, data: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,23 +35,39 @@ class StepRunner:
         self._invoke = invoke
         self._guards: dict[str, Guard] = {s.name: parse_guard(s.when) for s in steps if s.when is not None}
 
+    def check(
+        self, step: Step, workflow_id: str, data: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> StepOutcome | None:
+        """The step's outcome decided by its ``when`` guard alone (skipped, or failed when the guard cannot be
+        evaluated); ``None`` when the step is to run."""
+        guard = self._guards.get(step.name)
+        if guard is None:
+            return None
+        try:
+            holds = guard.test(guard_context(workflow_id, data, results))
+        except GuardEvaluationError as exc:
+            return StepOutcome(
+                step.name, StepStatus.FAILED, step.required, error=f"condition of step '{step.name}': {exc}"
+            )
+        return None if holds else StepOutcome(step.name, StepStatus.SKIPPED, step.required)
+
     async def run(
         self, step: Step, workflow_id: str, data: Mapping[str, Any], results: Mapping[str, Any]
     ) -> StepOutcome:
+        """Check the guard, then :meth:`attempt` the step."""
+        decided = self.check(step, workflow_id, data, results)
+        return decided if decided is not None else await self.attempt(step, workflow_id, data, results)
+
+    async def attempt(
+        self, step: Step, workflow_id: str, data: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> StepOutcome:
+        """Call the step's target, with its timeout per attempt and its retries, regardless of its guard."""
         started = time.perf_counter()
 
         def outcome(status: StepStatus, attempts: int, result: Any = None, error: str | None = None) -> StepOutcome:
             elapsed = (time.perf_counter() - started) * 1000
             return StepOutcome(step.name, status, step.required, attempts, elapsed, result, error)
 
-        guard = self._guards.get(step.name)
-        if guard is not None:
-            try:
-                holds = guard.test(guard_context(workflow_id, data, results))
-            except GuardEvaluationError as exc:
-                return outcome(StepStatus.FAILED, 0, error=f"condition of step '{step.name}': {exc}")
-            if not holds:
-                return outcome(StepStatus.SKIPPED, 0)
         policy = step.retry or _NO_RETRY
         timeout_s = step.timeout_ms / 1000
         status, error = StepStatus.FAILED, ""
@@ -64,6 +81,10 @@ class StepRunner:
                 status, error = StepStatus.TIMED_OUT, f"step '{step.name}' timed out after {step.timeout_ms} ms"
             except (StepFailed, PoisonMessage) as exc:
                 return outcome(StepStatus.FAILED, attempt, error=_describe(exc))
+            except PortError as exc:
+                if not exc.retriable:  # a 4xx, say: the same call fails again
+                    return outcome(StepStatus.FAILED, attempt, error=_describe(exc))
+                status, error = StepStatus.FAILED, _describe(exc)
             except Exception as exc:
                 status, error = StepStatus.FAILED, _describe(exc)
             else:

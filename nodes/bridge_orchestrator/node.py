@@ -22,13 +22,13 @@ from framework.adapters.onextree_client import Intelligence, OnexTreeClient
 from framework.errors import PayloadInvalid
 from framework.events.envelope import OnexEnvelopeV1
 from framework.runtime.http import respond
-from framework.runtime.kinds import OrchestratorNode
 from framework.workflows import StepCall, StepFailed, StepStatus, WorkflowBusy, WorkflowResult
+from nodes.bridge_orchestrator._generated import BridgeOrchestratorBase
 
 _CONTENT_FIELDS = ("content", "encoding", "namespace")
 
 
-class BridgeOrchestratorNode(OrchestratorNode):
+class BridgeOrchestratorNode(BridgeOrchestratorBase):
     onextree: OnexTreeClient | None = None
 
     async def start(self) -> None:

@@ -57,10 +57,10 @@ async def test_up_status_verify_down(onex: Onex, db_dsn: str) -> None:
 
     up = await onex("migrate", "up", *dsn)
     assert up.code == 0, up.err
-    assert [line.removeprefix("applied ") for line in up.out.splitlines()[:12]] == [
+    assert [line.removeprefix("applied ") for line in up.out.splitlines()[:13]] == [
         f"{n:03d}_{name}" for n, name in enumerate(EXPECTED, start=1)
     ]
-    assert "12 migrations applied; the database is at 012_dead_letters" in up.out
+    assert "13 migrations applied; the database is at 013_workflow_leases" in up.out
     assert "partitions: nothing to do" in up.out, "migration 003 already prepared this month and the next three"
     assert "onex migrate up: applying 001_metadata_stamps.sql" in up.err
 
@@ -68,26 +68,26 @@ async def test_up_status_verify_down(onex: Onex, db_dsn: str) -> None:
     assert status.code == 0
     lines = status.out.splitlines()
     assert lines[0].split() == ["VERSION", "NAME", "STATE", "APPLIED", "AT", "(UTC)", "MS", "CHECKSUM"]
-    assert [line.split()[:3] for line in lines[1:13]] == [
+    assert [line.split()[:3] for line in lines[1:14]] == [
         [f"{n:03d}", name, "applied"] for n, name in enumerate(EXPECTED, start=1)
     ]
-    assert lines[-1] == "12 applied, 0 pending"
+    assert lines[-1] == "13 applied, 0 pending"
 
     verify = await onex("migrate", "verify", *dsn)
     assert (verify.code, verify.out.split(":")[0]) == (0, "ok")
 
     again = await onex("migrate", "up", *dsn)
-    assert again.code == 0 and "nothing to apply; the database is at 012_dead_letters" in again.out
+    assert again.code == 0 and "nothing to apply; the database is at 013_workflow_leases" in again.out
 
     down = await onex("migrate", "down", "2", *dsn)
     assert down.code == 0, down.err
     assert down.out.splitlines() == [
+        "rolled back 013_workflow_leases",
         "rolled back 012_dead_letters",
-        "rolled back 011_processed_events",
-        "the database is at 010_outbox",
+        "the database is at 011_processed_events",
     ]
     status = await onex("migrate", "status", *dsn)
-    assert status.out.splitlines()[-1] == "10 applied, 2 pending"
+    assert status.out.splitlines()[-1] == "11 applied, 2 pending"
 
     down_all = await onex("migrate", "down", "all", *dsn)
     assert down_all.code == 0 and "the database is at no migration (empty)" in down_all.out
@@ -191,7 +191,7 @@ def embedded_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 async def test_embedded_server_is_started_for_the_command(onex: Onex, embedded_dir: Path) -> None:
     up = await onex("migrate", "up", "--data-dir", str(embedded_dir))
     assert up.code == 0, up.err
-    assert "12 migrations applied" in up.out
+    assert "13 migrations applied" in up.out
     # A second command starts the server again on the same data directory and finds the schema there.
     status = await onex("migrate", "status", "--data-dir", str(embedded_dir))
-    assert status.code == 0 and status.out.splitlines()[-1] == "12 applied, 0 pending"
+    assert status.code == 0 and status.out.splitlines()[-1] == "13 applied, 0 pending"

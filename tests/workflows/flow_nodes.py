@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from framework.events.envelope import OnexEnvelopeV1
 from framework.runtime.http import respond
 from framework.runtime.kinds import EffectNode, OrchestratorNode
 from framework.workflows import StepCall, StepFailed
@@ -27,6 +28,8 @@ class FlowOrchestrator(OrchestratorNode):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[str, str, str]] = []  # (workflow_id, step, "start" | "end")
         self.attempts: dict[tuple[str, str], int] = {}
+        self.holding = asyncio.Event()  # set once a ``hold`` step has started
+        self.release = asyncio.Event()  # ``hold`` steps return once it is set
 
     def http_routes(self) -> list[web.RouteDef]:
         return [web.post("/flow/{workflow_id}", self._post_flow)]
@@ -66,9 +69,32 @@ class FlowOrchestrator(OrchestratorNode):
         await asyncio.sleep(3600)
         return {}
 
+    async def hold(self, call: StepCall) -> dict[str, Any]:
+        self._mark(call, "start")
+        self.holding.set()
+        await self.release.wait()
+        return {"held": call.step.name}
+
     async def pause(self, call: StepCall) -> dict[str, Any]:
+        self._mark(call, "start")
         await asyncio.sleep(self.pause_s)
         return {"paused": self.pause_s}
 
     async def sum_parallel(self, call: StepCall) -> dict[str, Any]:
         return {"seen": sorted(call.results)}
+
+
+class Doubler(EffectNode):
+    """Answers ``double-requested`` commands with ``double-computed``; stays silent for a negative ``n``, and drops
+    the first command of an ``n`` whose request says ``fail: [drop_once]``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[int, int] = {}
+
+    async def on_double(self, event: OnexEnvelopeV1) -> None:
+        n = event.payload["n"]
+        self.seen[n] = self.seen.get(n, 0) + 1
+        if n < 0 or ("drop_once" in event.payload.get("fail", []) and self.seen[n] == 1):
+            return
+        await self.publish("double-computed", {"value": n * 2})

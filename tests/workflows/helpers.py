@@ -7,10 +7,12 @@ from typing import Any
 
 from framework.adapters.memory_bus import MemoryEventBus
 from framework.adapters.memory_fsm_store import MemoryFSMStore
+from framework.adapters.postgres_fsm_store import PostgresFSMStore
 from framework.contract.spec import Contract
 from framework.contract.subcontracts import Workflow
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.store import Store
 from framework.runtime.catalog import bind_effects, node_class
 from framework.runtime.kinds.base import Node, NodeRuntime
 from framework.runtime.metrics import Metrics
@@ -29,19 +31,29 @@ class Published(list[OnexEnvelopeV1]):
         return [e.event_type for e in self if workflow_id is None or e.payload.get("workflow_id") == workflow_id]
 
 
-async def build(workflow: dict[str, Any]) -> tuple[FlowOrchestrator, Published, MemoryEventBus]:
-    """A FlowOrchestrator running ``workflow`` beside a Calculator, recording what it publishes."""
-    bus = MemoryEventBus()
-    await bus.start()
-    resources: dict[str, Any] = {}
+async def build(
+    workflow: dict[str, Any],
+    *,
+    store: Store | None = None,
+    instance: str = "test",
+    bus: MemoryEventBus | None = None,
+    lease_s: float = 30.0,
+) -> tuple[FlowOrchestrator, Published, MemoryEventBus]:
+    """A FlowOrchestrator running ``workflow`` beside a Calculator, recording what it publishes. With ``store`` (a
+    PostgreSQL store), its workflows, steps and FSM transitions are kept there, as under a host with a database."""
+    if bus is None:
+        bus = MemoryEventBus()
+        await bus.start()
+    resources: dict[str, Any] = {} if store is None else {"store": store}
     runtime = NodeRuntime(
         bus=bus,
         env="test",
-        instance="test",
+        instance=instance,
         metrics=Metrics(),
         bind_effects=bind_effects,
-        fsm_store=MemoryFSMStore(),
+        fsm_store=MemoryFSMStore() if store is None else PostgresFSMStore(store),
         resources=resources,
+        workflow_lease_s=lease_s,
     )
     contracts = [
         with_workflow(load_contract(CONTRACTS / "flow.yaml"), workflow),

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -23,6 +24,7 @@ from framework.contract.validate import load_contract
 from framework.ports.event_bus import Message
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
+from tests.pg import wait_for
 from tests.workflows.flow_nodes import FlowOrchestrator
 from tests.workflows.helpers import CONTRACTS, with_workflow
 
@@ -127,6 +129,7 @@ def _start_host(env_name: str, data_dir: Path, kafka: str, dsn: str, pause_s: fl
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "POSTGRES_DSN": dsn,
         "FLOW_PAUSE_S": str(pause_s),
+        "ONEX_WORKFLOW_LEASE_S": "1",  # the killed host's leases expire a second after its last renewal
         "LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
@@ -157,7 +160,11 @@ async def _post(http: aiohttp.ClientSession, url: str, n: int) -> None:
 
 
 async def test_a_host_killed_mid_workflow_resumes_every_unfinished_workflow(
-    kafka_bootstrap: str, postgres_dsn: str, db: asyncpg.Connection, env: str, tmp_path: Path
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    db: asyncpg.Connection,
+    env: str,
+    tmp_path: Path,
 ) -> None:
     ids = [str(uuid.uuid4()) for _ in range(5)]
     host = _start_host(env, tmp_path, kafka_bootstrap, postgres_dsn, pause_s=600)
@@ -165,9 +172,11 @@ async def test_a_host_killed_mid_workflow_resumes_every_unfinished_workflow(
         http_url = (await _endpoints(tmp_path / "endpoints.json", host))["http"]
         async with aiohttp.ClientSession() as http:
             posts = [asyncio.create_task(_post(http, f"{http_url}/flow/{wid}", i)) for i, wid in enumerate(ids)]
-            async with asyncio.timeout(60):  # every workflow is in its pause step: first is recorded, second is not
+            async with asyncio.timeout(60):  # every workflow is in its pause step
                 while await db.fetchval(  # noqa: ASYNC110 - polling the database
-                    "SELECT count(*) FROM workflow_steps WHERE step = 'first' AND workflow_id = ANY($1::uuid[])", ids
+                    "SELECT count(*) FROM workflow_steps WHERE step = 'pause' AND status = 'running' "
+                    "AND workflow_id = ANY($1::uuid[])",
+                    ids,
                 ) < len(ids):
                     await asyncio.sleep(0.05)
             host.send_signal(signal.SIGKILL)
@@ -180,6 +189,17 @@ async def test_a_host_killed_mid_workflow_resumes_every_unfinished_workflow(
     before = await executions(db, ids)
     assert {r["state"] for r in before.values()} == {"processing"}
     assert all(r["completed_at"] is None for r in before.values())
+    # The rows say which step was in flight when the host died.
+    rows = await db.fetch(
+        "SELECT workflow_id::text AS id, step, status, attempts FROM workflow_steps "
+        "WHERE workflow_id = ANY($1::uuid[])",
+        ids,
+    )
+    assert sorted((r["id"], r["step"], r["status"], r["attempts"]) for r in rows) == sorted(
+        [(wid, "first", "completed", 1) for wid in ids] + [(wid, "pause", "running", 0) for wid in ids]
+    )
+    owners = await db.fetch("SELECT DISTINCT owner FROM workflow_executions WHERE workflow_id = ANY($1::uuid[])", ids)
+    assert len(owners) == 1 and owners[0]["owner"] == f"resume_orchestrator@{socket.gethostname()}-{host.pid}"
 
     # A workflow recorded but never started (killed between the two): it is started and run as well.
     orphan = str(uuid.uuid4())
@@ -205,13 +225,19 @@ async def test_a_host_killed_mid_workflow_resumes_every_unfinished_workflow(
         data_dir=tmp_path / "again",
         kafka_bootstrap_servers=kafka_bootstrap,
         postgres_dsn=postgres_dsn,
+        workflow_lease_s=0.3,  # the new host looks for expired leases every 0.1 s
     )
     contracts = [load_contract(RESUME / "resumable.yaml"), load_contract(RESUME / "calculator.yaml")]
     async with Host(contracts, settings) as again:
         node = again.nodes[0]
         assert isinstance(node, FlowOrchestrator) and node.recovery is not None
-        found = await node.recovery
-        assert found >= len(ids) + 2
+        await node.recovery  # the unowned ones at once; the dead host's once their leases expire
+
+        async def all_finished() -> bool:
+            rows = await executions(db, [*ids, orphan, broken])
+            return all(r["completed_at"] is not None for r in rows.values())
+
+        await wait_for(all_finished, "every unfinished workflow to be resumed or failed")
     after = await executions(db, [*ids, orphan, broken])
     assert {wid: after[wid]["state"] for wid in [*ids, orphan]} == {wid: "completed" for wid in [*ids, orphan]}
     assert after[broken]["state"] == "failed" and "first" in after[broken]["error"]

@@ -41,6 +41,10 @@ class NodeRuntime:
     bind_effects: EffectBinder
     fsm_store: FSMStore
     resources: dict[str, Any] = field(default_factory=dict)
+    #: How long a node's stop waits for its own work in flight (an orchestrator's workflows), as the host's drain.
+    drain_timeout_s: float = 30.0
+    #: How long an orchestrator's claim on a workflow lasts without renewal (``ONEX_WORKFLOW_LEASE_S``).
+    workflow_lease_s: float = 30.0
 
 
 class Node:

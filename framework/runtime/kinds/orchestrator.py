@@ -52,7 +52,6 @@ log = logging.getLogger("onex.orchestrator")
 class OrchestratorNode(Node):
     node_type: ClassVar[NodeType] = NodeType.ORCHESTRATOR
     #: How long stop() lets running workflows finish before cancelling them (they are resumed on the next start).
-    drain_timeout_s: ClassVar[float] = 10.0
 
     def __init__(self, contract: Contract, runtime: NodeRuntime) -> None:
         super().__init__(contract, runtime)
@@ -68,7 +67,14 @@ class OrchestratorNode(Node):
             if store is not None
             else MemoryWorkflowStore()
         )
-        self.engine = WorkflowEngine(spec, self.fsm, self.workflow_store, self)
+        self.engine = WorkflowEngine(
+            spec,
+            self.fsm,
+            self.workflow_store,
+            self,
+            owner=self.node_id,
+            lease_s=runtime.workflow_lease_s,
+        )
         models = contract.models
         self._input = (
             PayloadValidator(contract.input_model, models[contract.input_model], models)
@@ -80,24 +86,33 @@ class OrchestratorNode(Node):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replies: dict[uuid.UUID, asyncio.Future[OnexEnvelopeV1]] = {}
         self.recovery: asyncio.Task[int] | None = None
+        self._leases: asyncio.Task[None] | None = None
 
     # --- life -----------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resume (or fail) the workflows a previous process left unfinished, in the background."""
+        """Resume (or fail), in the background, the unfinished workflows no live orchestrator owns; then keep this
+        one's leases, and take over the workflows of orchestrators that stop renewing theirs."""
         self.recovery = self._spawn(self.engine.recover(), cause=None)
+        self._leases = asyncio.create_task(
+            self.engine.keep_leases(lambda coro: self._spawn(coro, cause=None)), context=contextvars.Context()
+        )
 
     async def stop(self) -> None:
         """Let running workflows finish for ``drain_timeout_s``; cancel the rest (they stay unfinished in the
         database and are resumed by the next start)."""
         tasks = list(self._tasks)
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=self.drain_timeout_s)
+            _done, pending = await asyncio.wait(tasks, timeout=self.runtime.drain_timeout_s)
             for task in pending:
                 task.cancel()
             for task in pending:
                 with contextlib.suppress(BaseException):
                     await task
+        if self._leases is not None:  # after draining: the leases of the workflows that finished meanwhile held
+            self._leases.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leases
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], cause: OnexEnvelopeV1 | None) -> asyncio.Task[Any]:
         # A fresh context: no transaction of the caller (a consumed event's) is joined, and the workflow's events
@@ -203,7 +218,8 @@ class OrchestratorNode(Node):
         session = self.runtime.resources.get("http_session")
         if session is None:
             raise NodeRuleError(f"node '{self.name}': HTTP steps need the host's HTTP client")
-        return await HttpEffect(session, target.http, target.method, timeout_ms)(request)
+        # The step's own timeout (per attempt) bounds the call, so it ends as timed_out; the client's is a backstop.
+        return await HttpEffect(session, target.http, target.method, timeout_ms + 1000)(request)
 
     # --- what the engine calls back -------------------------------------------------------------------------------
 
