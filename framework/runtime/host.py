@@ -183,8 +183,14 @@ class Host(Resource):
             bind_effects=bind_effects,
             fsm_store=fsm_store,
             resources=resources,
+            drain_timeout_s=s.drain_timeout_s,
+            workflow_lease_s=s.workflow_lease_s,
         )
         self.nodes = [node_class(c)(c, runtime) for c in self.contracts]
+        if self.store is not None:
+            # Every bound postgres effect against its table (columns, types, nullability, the upsert's key) now,
+            # rather than at its first event: a contract that does not fit the database stops the start.
+            await resources["postgres_effects"].verify()
         # Orchestrators reach the nodes hosted beside them by name (workflow steps with a node target).
         resources["nodes"] = {node.name: node for node in self.nodes}
         topics: set[str] = set()
@@ -288,27 +294,35 @@ class Host(Resource):
         return bus
 
     async def _subscribe_all(self) -> None:
-        """Every node's subscriptions, and the host's own to the registry's requests for introspection. Consumer
-        groups join concurrently (a join can take seconds on some brokers); the members of one group one after the
-        other, so each join settles before the next rebalances the group. Each host hears every request for
-        introspection, so it listens in a group of its own."""
+        """Every node's subscriptions, and the host's own to the registry's requests for introspection.
+
+        A node's subscriptions in one consumer group are one consumer of all their topics (``node.receive`` routes
+        by event type): one group join instead of one per event, and no rebalance of the group by its own node's
+        later members (a join takes about 3 s on the embedded broker). Consumer groups join concurrently; two nodes
+        that share a group join it one after the other, so each join settles before the next rebalances it. Each
+        host hears every request for introspection, so it listens in a group of its own."""
         bus = self.bus
         assert bus is not None
-        by_group: dict[str, list[tuple[str, Handler, DeliveryPolicy]]] = {}
+        consumers: dict[tuple[str, str], tuple[list[str], Handler, DeliveryPolicy]] = {}
         for node in self.nodes:
             policy = delivery_policy(node.contract)
             for sub in node.contract.subscriptions:
                 topic, group = node.routes[sub.event].topic, sub.group or node.name
-                by_group.setdefault(group, []).append((topic, self._observed(node, group, policy), policy))
+                if (group, node.name) not in consumers:
+                    consumers[group, node.name] = ([], self._observed(node, group, policy), policy)
+                consumers[group, node.name][0].append(topic)
                 self.endpoints.consumes.setdefault(node.name, []).append(topic)
         best_effort = DeliveryPolicy(max_attempts=3, dead_letter=False)  # a stale request is not worth keeping
         for topic, nodes in self._answering_nodes().items():
             group = f"onex-introspection-{self.instance}-{uuid.uuid4().hex[:8]}"
-            by_group[group] = [(topic, self._introspection_answer(nodes), best_effort)]
+            consumers[group, ""] = ([topic], self._introspection_answer(nodes), best_effort)
+        by_group: dict[str, list[tuple[list[str], Handler, DeliveryPolicy]]] = {}
+        for (group, _), consumer in consumers.items():
+            by_group.setdefault(group, []).append(consumer)
 
-        async def join(group: str, members: list[tuple[str, Handler, DeliveryPolicy]]) -> None:
-            for topic, handler, policy in members:
-                self._subscriptions.append(await bus.subscribe([topic], group=group, handler=handler, policy=policy))
+        async def join(group: str, members: list[tuple[list[str], Handler, DeliveryPolicy]]) -> None:
+            for topics, handler, policy in members:
+                self._subscriptions.append(await bus.subscribe(topics, group=group, handler=handler, policy=policy))
 
         results = await asyncio.gather(*(join(g, m) for g, m in by_group.items()), return_exceptions=True)
         for result in results:

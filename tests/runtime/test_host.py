@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,11 +21,13 @@ from blake3 import blake3
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.validate import load_contract
+from framework.errors import PortError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import DLT_ATTEMPTS, DeliveryPolicy
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
 from tests.collect import Collector
+from tests.pg import migrated_database
 
 CONTRACTS = Path(__file__).parent / "contracts"
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,3 +280,29 @@ async def test_every_host_answers_a_request_for_introspection_over_kafka(
         await sub.stop()
     counts = {i: sum(m.envelope.payload["node_id"] == i for m in seen.messages) for i in ids}
     assert counts == dict.fromkeys(ids, 2)
+
+
+async def test_a_contract_that_does_not_fit_the_database_stops_the_start(postgres_dsn: str, tmp_path: Path) -> None:
+    contract = tmp_path / "ledger.yaml"
+    contract.write_text(
+        textwrap.dedent(
+            """
+            contract_version: "1.0"
+            name: ledger
+            version: {major: 1, minor: 0, patch: 0}
+            node_type: EFFECT
+            effects:
+              - name: save_stamp
+                adapter: postgres
+                table: metadata_stamps
+                operation: insert
+                columns: {file_hash: text, namespace: text, file_size: text}
+            """
+        ),
+        encoding="utf-8",
+    )
+    async with migrated_database(postgres_dsn) as dsn:
+        settings = Settings(service_port=0, data_dir=tmp_path / "data", bus="memory", postgres_dsn=dsn)
+        with pytest.raises(PortError, match=r"save_stamp.*metadata_stamps.*file_size is int8, the contract declares"):
+            async with Host([load_contract(contract)], settings):
+                pass
