@@ -7,9 +7,11 @@ base of the contract's kind. Pure: contract in, text out (``render``); ``onex ge
 A postgres effect whose contract fixes its shape (select and delete; insert, upsert and update with ``columns``) gets
 its SQL written here (``<EFFECT>_SQL``, a :class:`~framework.adapters.postgres_effects.PostgresStatement` built by
 ``fixed_statement``, the same function the runtime checks it with), ``TypedDict`` rows of its columns (typed when
-``columns`` maps them to types) and a wrapper that runs it with ``run_statement``. Other postgres effects (insert,
-upsert or update of "every column of the table") depend on the table, so their wrapper calls the effect the runtime
-builds from the table's columns.
+``columns`` maps them to types) and a wrapper that runs it with ``run_statement``; an insert or upsert whose every
+column is typed also gets ``<effect>_many(rows)``, its many-rows statement (one ``unnest`` statement, rows back in input
+order) run with ``run_statement_rows``, else ``<effect>_many`` is one ``executemany`` returning a count. Other postgres
+effects (insert, upsert or update of "every column of the table") depend on the table, so their wrapper calls the effect
+the runtime builds from the table's columns.
 """
 
 from __future__ import annotations
@@ -230,7 +232,8 @@ class _Module:
     # --- postgres effects with SQL fixed by the contract ---------------------------------------------------------
 
     def _column_type(self, effect: PostgresEffect, column: str) -> str:
-        annotation = column_annotation(effect.column_types.get(column))
+        declared = effect.column_types.get(column) or effect.returning_types.get(column)
+        annotation = column_annotation(declared)
         for name, module in COLUMN_TYPE_MODULES.items():
             if name in annotation.replace("[", " ").replace("]", " ").replace("|", " ").split():
                 self._need(module, name)
@@ -269,18 +272,39 @@ class _Module:
                 "update": f"The values ``{name}`` sets in ``{table}``.",
             }[op]
             parts.append(self._typed_dict(row_name, effect, shown, what))
+        returned = row_name
+        if op in ("insert", "upsert") and st.returning not in ((), st.params):
+            returned = pascal(name) + "Returned"
+            if returned in self.w.names:
+                returned += "Columns"
+            parts.append(
+                self._typed_dict(returned, effect, st.returning, f"The row ``{name}`` returns: its ``returning``.")
+            )
         parts.append(_statement_constant(const, st))
         self.statements.extend(parts)
         if op in ("insert", "upsert"):
-            self._need("framework.adapters.postgres_effects", "run_statement_many")
             self._need("collections.abc", "Iterable")
-            return (
-                f"\n    async def {name}(self, row: {row_name}) -> {row_name}:\n{doc}"
-                + _wrap_call(f"        stored: {row_name} = await run_statement(", f"{call}, {const}, row)")
+            single = (
+                f"\n    async def {name}(self, row: {row_name}) -> {returned}:\n{doc}"
+                + _wrap_call(f"        stored: {returned} = await run_statement(", f"{call}, {const}, row)")
                 + "        return stored\n"
-                f"\n    async def {name}_many(self, rows: Iterable[{row_name}]) -> int:\n"
-                f'        """{op.capitalize()} ``rows`` in one batch; return how many."""\n'
-                + _wrap_call("        return await run_statement_many(", f"{call}, {const}, rows)")
+            )
+            if not st.many_sql:
+                self._need("framework.adapters.postgres_effects", "run_statement_many")
+                return single + (
+                    f"\n    async def {name}_many(self, rows: Iterable[{row_name}]) -> int:\n"
+                    f'        """{op.capitalize()} ``rows`` in one batch (``executemany``); return how many."""\n'
+                    + _wrap_call("        return await run_statement_many(", f"{call}, {const}, rows)")
+                )
+            self._need("framework.adapters.postgres_effects", "run_statement_rows")
+            rule = " (distinct keys)" if op == "upsert" else ""
+            return single + (
+                "\n"
+                + _wrap_signature(f"    async def {name}_many(self, rows: Iterable[{row_name}]) -> list[{returned}]:\n")
+                + f'        """{op.capitalize()} ``rows`` in one statement{rule}; return the stored rows, in order."""'
+                + "\n"
+                + _wrap_call(f"        stored: list[{returned}] = await run_statement_rows(", f"{call}, {const}, rows)")
+                + "        return stored\n"
             )
         if op == "select":
             rows = f"list[{row_name}]" if row_name else "list[dict[str, Any]]"
@@ -505,6 +529,14 @@ def _statement_constant(const: str, st: PostgresStatement) -> str:
     )
     if st.batch_sql:
         text += _string_arg("batch_sql", st.batch_sql)
+    if st.keep:
+        text += _tuple_arg("keep", st.keep)
+    if st.increment:
+        text += _tuple_arg("increment", st.increment)
+    if st.returning:
+        text += _tuple_arg("returning", st.returning)
+    if st.many_sql:
+        text += _string_arg("many_sql", st.many_sql)
     return text + ")\n"
 
 

@@ -6,8 +6,8 @@
 operation     call                                           returns
 ============  =============================================  ===========================================
 ``insert``    ``await save(row)`` / ``await save.many(rows)``  the stored row (``RETURNING *``) / row count
-``upsert``    ``await save(row, keep=(), increment=())``     the stored row / row count
-              / ``await save.many(rows)``
+``upsert``    ``await save(row)`` / ``await save.many(rows)``  the stored row / row count; ``keep=``, ``increment=``
+                                                             override the contract's
 ``select``    ``await find(**key)``                           ``list[dict]``: declared columns and key
 ``update``    ``await touch(values, **key)``                  number of rows updated
 ``delete``    ``await drop(**key)``                           number of rows deleted
@@ -30,17 +30,20 @@ Decisions:
   an update or delete can never hit the whole table by omission.
 - Each call joins the transaction open in the caller's context (a handler's), else runs in a transaction of its own;
   ``many`` is one ``executemany`` (pipelined, one round trip per batch).
-- An upsert may name ``keep`` columns (written when the row is inserted, left as stored on a conflict: an id, a
-  creation time) and ``increment`` columns (the row's value when inserted, the stored value + 1 on a conflict: a
-  version), so that "insert, or update and bump the version" is one statement and one round trip instead of a
-  select and an upsert, and stays right when two of them race.
+- An upsert may name (in its contract, or per call) ``keep`` columns (written when the row is inserted, left as stored
+  on a conflict: an id, a creation time) and ``increment`` columns (the row's value when inserted, the stored value + 1
+  on a conflict: a version), so that "insert, or update and bump the version" is one statement and one round trip
+  instead of a select and an upsert, and stays right when two of them race.
 - JSON/JSONB columns take Python values (the store's codecs encode them); a ``str`` is stored as a JSON string.
 
 Statements fixed by the contract (:class:`PostgresStatement`, from :func:`fixed_statement`): where the spec fixes an
 effect's shape — select and delete always, insert, upsert and update when it declares ``columns`` — ``onex generate``
 writes the statement into the node's generated module, and the typed wrapper there runs it with
-:func:`run_statement` (a row, its columns in the statement's parameter order; ``RETURNING`` the declared columns, not
-``*``, so that the returned row has the type the contract gives it). The bound effect accepts only the statement its
+:func:`run_statement` (a row, its columns in the statement's parameter order; ``RETURNING`` the declared columns — or
+the contract's ``returning`` —, not ``*``, so that the returned row has the type the contract gives it). When every
+column written is typed, an insert/upsert statement also has a many-rows form (``many_sql``: ``unnest`` of one array
+per column, ONE statement for any number of rows, returned in input order; an upsert's keys must be distinct), which
+the typed ``<effect>_many`` runs with :func:`run_statement_rows`. The bound effect accepts only the statement its
 own spec fixes, so a generated module older than its contract is refused rather than run. Declared column types
 (``columns`` as a mapping) are checked against ``information_schema`` together with the names, when the effect is
 prepared: :meth:`PostgresEffects.verify` with no arguments prepares every bound effect, which the host does at start.
@@ -66,6 +69,7 @@ __all__ = [
     "quote_ident",
     "run_statement",
     "run_statement_many",
+    "run_statement_rows",
 ]
 
 T = TypeVar("T")
@@ -103,6 +107,12 @@ class PostgresEffectSpec(Protocol):
     def key(self) -> Sequence[str]: ...
     @property
     def columns(self) -> Sequence[str] | Mapping[str, str]: ...
+    @property
+    def keep(self) -> Sequence[str]: ...
+    @property
+    def increment(self) -> Sequence[str]: ...
+    @property
+    def returning(self) -> Sequence[str] | Mapping[str, str]: ...
 
 
 def quote_ident(name: str) -> str:
@@ -144,8 +154,14 @@ class TableInfo:
 
 @dataclass(frozen=True)
 class PostgresStatement:
-    """An effect's SQL as its contract fixes it: ``params`` names the column behind each ``$n``, in order;
-    ``batch_sql`` is the insert/upsert without ``RETURNING``, for batches."""
+    """An effect's SQL as its contract fixes it: ``params`` names the column behind each ``$n``, in order.
+
+    For an insert or upsert: ``returning`` names the columns of the row it returns when the contract declares
+    them (else it returns ``params``, the columns it writes); ``keep`` and ``increment`` are
+    the upsert's conflict rules (see :func:`fixed_statement`); ``many_sql``, when every column it writes has a
+    declared type (and none is an array), writes many rows in one statement — ``$n`` is then an array of the
+    column's values, one per row — and returns them in the order given; else ``batch_sql`` is the insert/upsert
+    without ``RETURNING``, run once per row in one ``executemany``."""
 
     effect: str
     operation: str
@@ -154,6 +170,10 @@ class PostgresStatement:
     params: tuple[str, ...]
     key: tuple[str, ...] = ()
     batch_sql: str = ""
+    keep: tuple[str, ...] = ()
+    increment: tuple[str, ...] = ()
+    returning: tuple[str, ...] = ()
+    many_sql: str = ""
 
 
 def _write_order(spec: PostgresEffectSpec) -> tuple[str, ...]:
@@ -185,9 +205,73 @@ def fixed_statement(spec: PostgresEffectSpec) -> PostgresStatement | None:
         return PostgresStatement(spec.name, op, spec.table, sql, (*values, *key), key)
     if op not in ("insert", "upsert") or (op == "upsert" and not key):
         return None
-    batch = _insert_sql(table, order, key if op == "upsert" else ())
-    returning = " RETURNING " + ", ".join(quote_ident(c) for c in order)
-    return PostgresStatement(spec.name, op, spec.table, batch + returning, order, key, batch)
+    conflict_key = key if op == "upsert" else ()
+    keep, increment = tuple(spec.keep), tuple(spec.increment)
+    declared = tuple(spec.returning)
+    returning = declared or order
+    single = _insert_sql(table, order, conflict_key, keep=keep, increment=increment)
+    types = dict(spec.columns) if isinstance(spec.columns, Mapping) else {}
+    many = _insert_many_sql(table, order, types, conflict_key, keep=keep, increment=increment, returning=returning)
+    return PostgresStatement(
+        spec.name,
+        op,
+        spec.table,
+        single + " RETURNING " + ", ".join(quote_ident(c) for c in returning),
+        order,
+        key,
+        "" if many else single,
+        keep,
+        increment,
+        declared,
+        many,
+    )
+
+
+#: Names the many-rows statement gives its rows, the rows written and their position (ordinality) in the input.
+_ROWS, _WRITTEN, _ORDINALITY = "onex_rows", "onex_written", "onex_ordinality"
+
+
+def _insert_many_sql(
+    qtable: str,
+    shape: Sequence[str],
+    types: Mapping[str, str],
+    conflict_key: Sequence[str],
+    *,
+    keep: Sequence[str],
+    increment: Sequence[str],
+    returning: Sequence[str],
+) -> str:
+    """The insert/upsert of ``shape`` for many rows in one statement, or "" when a column has no declared type or
+    is an array (``unnest`` flattens arrays of arrays): each ``$n`` is an array of one column's values, cast to its
+    declared type, and ``unnest(...) WITH ORDINALITY`` turns them back into rows, numbered in the order given.
+
+    The rows are inserted in that order (so two batches given in one key order lock their rows in that order), and
+    returned in it: an upsert's rows are matched back to their input by key (the rows of one statement must have
+    distinct keys, which the caller checks: PostgreSQL cannot update a row twice in one statement) and ordered by
+    their number. An insert has no key to match by: its rows come back in the order PostgreSQL inserted them, which
+    is the input order (the SELECT is ordered by it)."""
+    bases = [types.get(c, "").removesuffix("?") for c in shape]
+    if not all(bases) or any(b.endswith("[]") for b in bases):
+        return ""
+    names = ", ".join(quote_ident(c) for c in shape)
+    arrays = ", ".join(f"${i}::{b}[]" for i, b in enumerate(bases, 1))
+    rows, written, ordinality = quote_ident(_ROWS), quote_ident(_WRITTEN), quote_ident(_ORDINALITY)
+    source = f"unnest({arrays}) WITH ORDINALITY AS {rows}({names}, {ordinality})"
+    head = f"INSERT INTO {qtable} ({names}) SELECT {names} FROM "
+    if not conflict_key:
+        return f"{head}{source} ORDER BY {ordinality} RETURNING " + ", ".join(quote_ident(c) for c in returning)
+    insert = _insert_sql(qtable, shape, conflict_key, keep=keep, increment=increment)
+    conflict = insert[insert.index(" ON CONFLICT ") :]
+    carried = [*conflict_key, *(c for c in returning if c not in conflict_key)]
+    on = " AND ".join(f"{written}.{quote_ident(k)} = {rows}.{quote_ident(k)}" for k in conflict_key)
+    return (
+        f"WITH {rows} AS (SELECT * FROM {source}), "
+        f"{written} AS ({head}{rows} ORDER BY {ordinality}{conflict} RETURNING "
+        + ", ".join(quote_ident(c) for c in carried)
+        + ") SELECT "
+        + ", ".join(f"{written}.{quote_ident(c)}" for c in returning)
+        + f" FROM {written} JOIN {rows} ON {on} ORDER BY {rows}.{ordinality}"
+    )
 
 
 def _where(key: Sequence[str], first: int) -> str:
@@ -317,6 +401,14 @@ class PostgresEffectCall:
         self.key = key
         self.columns = columns
         self.column_types: dict[str, str] = dict(spec.columns) if isinstance(spec.columns, Mapping) else {}
+        #: The contract's conflict rules (upsert), applied to every call that does not give its own.
+        self.keep = tuple(getattr(spec, "keep", ()))
+        self.increment = tuple(getattr(spec, "increment", ()))
+        returning = getattr(spec, "returning", ())
+        self.returning = tuple(returning)
+        self.returning_types: dict[str, str] = dict(returning) if isinstance(returning, Mapping) else {}
+        if (self.keep or self.increment) and operation != "upsert":
+            raise UsageError(f"effect '{spec.name}' is an {operation}; keep and increment are for upserts")
         self._qtable = quote_ident(spec.table)
         self._info: TableInfo | None = None
         self._write_order = _write_order(spec)
@@ -333,7 +425,7 @@ class PostgresEffectCall:
                 if values:
                     self._shapes[values] = self._build(values)
             else:
-                self._shapes[self._write_order] = self._build(self._write_order)
+                self._statement(self._write_order, keep=self.keep, increment=self.increment)
 
     def __repr__(self) -> str:
         return f"<postgres effect {self.name!r}: {self.operation} {self.table}>"
@@ -344,7 +436,7 @@ class PostgresEffectCall:
             return self._info
         info = await self._effects.table_info(self.table)
         problems: list[str] = []
-        missing = [c for c in (*self.key, *self.columns) if c not in info.columns]
+        missing = [c for c in (*self.key, *self.columns, *self.returning) if c not in info.columns]
         if missing:
             problems.append(f"no column(s) {_names(dict.fromkeys(missing))} (it has {_names(info.columns)})")
         if self.operation in ("insert", "upsert", "update"):
@@ -368,7 +460,7 @@ class PostgresEffectCall:
 
     def _type_problems(self, info: TableInfo) -> list[str]:
         problems: list[str] = []
-        for column, declared in self.column_types.items():
+        for column, declared in {**self.returning_types, **self.column_types}.items():
             actual = info.types.get(column)
             if actual is None:
                 continue  # a missing column is reported as such
@@ -397,7 +489,10 @@ class PostgresEffectCall:
         return _count(await self._effects.run(lambda tx: tx.execute(sql, *params)))
 
     async def run_many(self, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Run an insert/upsert ``statement`` for every row of ``rows`` in one ``executemany``; return how many."""
+        """Run an insert/upsert ``statement`` for every row of ``rows`` in one ``executemany`` (in one statement
+        when it has a ``many_sql``: :meth:`run_rows`); return how many."""
+        if statement.many_sql:
+            return len(await self.run_rows(statement, rows))
         if self.operation not in ("insert", "upsert"):
             raise UsageError(f"effect '{self.name}' is a {self.operation}; batches are for insert and upsert effects")
         batch = [self._params(statement, row) for row in rows]
@@ -407,13 +502,63 @@ class PostgresEffectCall:
             await self._effects.run(lambda tx: tx.executemany(sql, batch))
         return len(batch)
 
-    def _params(self, statement: PostgresStatement, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    async def run_rows(self, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Insert or upsert ``rows`` with ``statement``'s ``many_sql``: ONE statement and round trip, whatever their
+        number; return the stored rows (the ``returning`` columns), in the order of ``rows``. The rows of an upsert
+        must have distinct, non-NULL keys (PostgreSQL cannot update a row twice in one statement, and a NULL key
+        never conflicts): a duplicate is refused before anything is sent. Joins the caller's transaction, else runs
+        in one of its own."""
+        self._check_statement(statement)
+        if not statement.many_sql:
+            raise UsageError(
+                f"effect '{self.name}': its statement has no many-rows form (every column it writes needs a declared "
+                "type, and none may be an array); use run_many"
+            )
+        batch = [self._params(statement, row) for row in rows]
+        if self.operation == "upsert":
+            self._refuse_duplicate_keys(statement, batch)
+        await self.prepare()
+        if not batch:
+            return []
+        sql = statement.many_sql
+        arrays = [list(column) for column in zip(*batch, strict=True)]
+        fetched = await self._effects.run(lambda tx: tx.fetch(sql, *arrays))
+        if len(fetched) != len(batch):
+            raise PortError(
+                f"effect '{self.name}' ({self.operation} on {self.table}): {len(batch)} rows were written but "
+                f"{len(fetched)} came back; a trigger may have skipped or re-keyed some"
+            )
+        return [dict(r) for r in fetched]
+
+    def _refuse_duplicate_keys(self, statement: PostgresStatement, batch: Sequence[tuple[Any, ...]]) -> None:
+        positions = [statement.params.index(k) for k in statement.key]
+        first: dict[tuple[Any, ...], int] = {}
+        for index, values in enumerate(batch):
+            key = tuple(values[p] for p in positions)
+            shown = ", ".join(f"{k}={v!r}" for k, v in zip(statement.key, key, strict=True))
+            if any(v is None for v in key):
+                raise NodeRuleError(
+                    f"effect '{self.name}' (upsert into {self.table}): row {index} has a NULL key ({shown}); "
+                    "an upsert of many rows needs every key column"
+                )
+            if key in first:
+                raise NodeRuleError(
+                    f"effect '{self.name}' (upsert into {self.table}): rows {first[key]} and {index} have the same "
+                    f"key ({shown}); the rows of one upsert statement must have distinct keys (PostgreSQL cannot "
+                    "update a row twice in one statement): write them in separate statements"
+                )
+            first[key] = index
+
+    def _check_statement(self, statement: PostgresStatement) -> None:
         if statement != self.statement:
             raise UsageError(
                 f"effect '{self.name}': the statement given is not the one its contract fixes"
                 + ("" if self.statement else " (it fixes none: declare its columns)")
                 + "; the generated module is stale: run `onex generate`"
             )
+
+    def _params(self, statement: PostgresStatement, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        self._check_statement(statement)
         try:
             return tuple(values[c] for c in statement.params)
         except KeyError:
@@ -426,16 +571,12 @@ class PostgresEffectCall:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         info = await self.prepare()
         if self.operation in ("insert", "upsert"):
-            keep = tuple(kwargs.pop("keep", ()))
-            increment = tuple(kwargs.pop("increment", ()))
+            rules = self._conflict_rules(kwargs)
             if len(args) != 1 or kwargs:
                 raise UsageError(f"effect '{self.name}' ({self.operation}) takes one row (a dict): {self.name}(row)")
             shape, values = self._row(info, args[0])
-            if keep or increment:
-                self._check_conflict_columns(shape, keep, increment)
-                sql = self._statement(shape, keep=keep, increment=increment)
-            else:
-                sql = self._statement(shape)
+            keep, increment = self._conflict_columns(shape, *rules)
+            sql = self._statement(shape, keep=keep, increment=increment)
             return await self._effects.run(lambda tx: tx.fetchrow(sql, *values))
         if self.operation == "update":
             if len(args) != 1:
@@ -461,10 +602,14 @@ class PostgresEffectCall:
             return await self._effects.run(lambda tx: tx.fetch(sql, *key_values))
         return _count(await self._effects.run(lambda tx: tx.execute(sql, *key_values)))
 
-    async def many(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert or upsert ``rows`` (all with the same columns) in one ``executemany``; return how many."""
+    async def many(self, rows: Iterable[Mapping[str, Any]], **kwargs: Any) -> int:
+        """Insert or upsert ``rows`` (all with the same columns) in one ``executemany``; return how many. ``keep``
+        and ``increment`` as for one row."""
         if self.operation not in ("insert", "upsert"):
             raise UsageError(f"effect '{self.name}' is a {self.operation}; many() is for insert and upsert effects")
+        rules = self._conflict_rules(kwargs)
+        if kwargs:
+            raise UsageError(f"effect '{self.name}'.many() takes rows, and keep and increment: got {_names(kwargs)}")
         info = await self.prepare()
         batch: list[tuple[Any, ...]] = []
         shape: tuple[str, ...] | None = None
@@ -480,7 +625,8 @@ class PostgresEffectCall:
             batch.append(values)
         if shape is None:
             return 0
-        sql = self._statement(shape, returning=False)
+        keep, increment = self._conflict_columns(shape, *rules)
+        sql = self._statement(shape, returning=False, keep=keep, increment=increment)
         await self._effects.run(lambda tx: tx.executemany(sql, batch))
         return len(batch)
 
@@ -542,6 +688,24 @@ class PostgresEffectCall:
             )
         return tuple(given[k] for k in self.key)
 
+    def _conflict_rules(self, kwargs: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        """Pop ``keep`` and ``increment`` from a call's keywords: those given, else the contract's (and whether
+        they are the contract's)."""
+        if "keep" not in kwargs and "increment" not in kwargs:
+            return self.keep, self.increment, True
+        return tuple(kwargs.pop("keep", ())), tuple(kwargs.pop("increment", ())), False
+
+    def _conflict_columns(
+        self, shape: tuple[str, ...], keep: tuple[str, ...], increment: tuple[str, ...], declared: bool
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The keep and increment columns of a row of ``shape``: given ones are checked; the contract's apply to the
+        columns the row has (a row that leaves one out leaves it to its default on insert, and as stored)."""
+        if declared:
+            return tuple(c for c in keep if c in shape), tuple(c for c in increment if c in shape)
+        if keep or increment:
+            self._check_conflict_columns(shape, keep, increment)
+        return keep, increment
+
     def _check_conflict_columns(
         self, shape: tuple[str, ...], keep: tuple[str, ...], increment: tuple[str, ...]
     ) -> None:
@@ -597,15 +761,22 @@ def _count(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def _conflict_kwargs(statement: PostgresStatement) -> dict[str, Any]:
+    if not statement.keep and not statement.increment:
+        return {}
+    return {"keep": list(statement.keep), "increment": list(statement.increment)}
+
+
 async def run_statement(call: Any, statement: PostgresStatement, values: Mapping[str, Any]) -> Any:
     """What a generated typed wrapper calls: ``statement`` on the effect bound as ``call``. An effect bound some
     other way (``onex test`` records effects instead of running them) gets the ordinary call of its operation
-    instead — a row, the new values and the key, or the key — so that it sees the same call as untyped code makes."""
+    instead — a row (with the upsert's ``keep`` and ``increment``, when it has them), the new values and the key, or
+    the key — so that it sees the same call as untyped code makes."""
     if isinstance(call, PostgresEffectCall):
         return await call.run(statement, values)
     op, key = statement.operation, statement.key
     if op in ("insert", "upsert"):
-        return await call(dict(values))
+        return await call(dict(values), **_conflict_kwargs(statement))
     keys = {k: values[k] for k in key}
     if op == "update":
         return await call({c: v for c, v in values.items() if c not in key}, **keys)
@@ -613,8 +784,17 @@ async def run_statement(call: Any, statement: PostgresStatement, values: Mapping
 
 
 async def run_statement_many(call: Any, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> int:
-    """The batch form of :func:`run_statement`, for insert and upsert statements."""
+    """The batch form of :func:`run_statement`, for insert and upsert statements: how many rows were written."""
     if isinstance(call, PostgresEffectCall):
         return await call.run_many(statement, rows)
-    count: int = await call.many(rows)
+    count: int = await call.many(rows, **_conflict_kwargs(statement))
     return count
+
+
+async def run_statement_rows(call: Any, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> Any:
+    """What a generated typed ``<effect>_many`` calls: ``statement``'s many-rows form on the effect bound as
+    ``call`` (:meth:`PostgresEffectCall.run_rows`), the stored rows in the order given. An effect bound some other
+    way gets ``call.many(rows, keep=..., increment=...)`` and, from ``returning=True``, a row for each row."""
+    if isinstance(call, PostgresEffectCall):
+        return await call.run_rows(statement, rows)
+    return await call.many(rows, returning=True, **_conflict_kwargs(statement))

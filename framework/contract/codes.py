@@ -132,6 +132,28 @@ CODES: dict[str, Code] = {
         Code("X003", _E, "EFFECT without effects", "An EFFECT node must declare the effects it performs."),
         Code("X004", _E, "COMPUTE with effects", "A COMPUTE node is pure: it may declare no effects."),
         Code("X005", _E, "duplicate effect", "Two effects share a name."),
+        Code(
+            "X006",
+            _E,
+            "option of another operation",
+            "A postgres effect uses an option its operation does not have: keep and increment are for upserts, "
+            "returning for inserts and upserts.",
+        ),
+        Code(
+            "X007",
+            _E,
+            "keep or increment column not writable",
+            "A keep or increment column of an upsert is not among its declared columns, is a key column (the key is "
+            "never updated), or is listed twice (in both, or twice in one).",
+        ),
+        Code(
+            "X008",
+            _E,
+            "returned column without a type",
+            "A postgres effect whose columns are typed returns a column that neither its columns nor its key "
+            "declare: give returning as a mapping column → type, so the returned row is typed; or a column is "
+            "returned twice, or given a type other than the one columns declares.",
+        ),
         # Models
         Code("M001", _E, "model not found", "input_model, output_model or a state model names an undeclared model."),
         Code("M002", _E, "invalid JSON Schema", "A model is not a valid JSON Schema (Draft 2020-12)."),

@@ -13,7 +13,7 @@ from framework.contract.guard import GuardSyntaxError, parse_guard
 from framework.contract.imports import import_module
 from framework.contract.loader import Document, Loc
 from framework.contract.schema_subset import check_model
-from framework.contract.spec import Contract, NodeType
+from framework.contract.spec import Contract, NodeType, PostgresEffect
 from framework.contract.subcontracts import (
     FSM,
     Aggregation,
@@ -130,12 +130,84 @@ class Linter:
                     "X002",
                     f"postgres effect '{effect.name}': operation '{effect.operation}' needs 'key' columns",
                 )
+            if effect.adapter == "postgres":
+                self._postgres_options(effect, ("effects", i))
             if effect.adapter == "kafka" and effect.event not in c.publishes:
                 self.add(
                     ("effects", i, "event"),
                     "E005",
                     f"kafka effect '{effect.name}' emits '{effect.event}', which is not in publishes",
                 )
+
+    def _postgres_options(self, effect: PostgresEffect, loc: Loc) -> None:
+        """keep and increment (upsert: declared, non-key columns, each once: X006, X007); returning (insert and
+        upsert: each column once, typed when the columns are: X006, X008)."""
+        name, op = effect.name, effect.operation
+        for option in ("keep", "increment"):
+            if getattr(effect, option) and op != "upsert":
+                self.add(
+                    (*loc, option),
+                    "X006",
+                    f"postgres effect '{name}': '{option}' is for upserts (a conflict keeps or increments the stored "
+                    f"value); operation '{op}' has none",
+                )
+        if effect.returning and op not in ("insert", "upsert"):
+            self.add(
+                (*loc, "returning"),
+                "X006",
+                f"postgres effect '{name}': 'returning' is for inserts and upserts; operation '{op}' returns "
+                + ("the rows it reads" if op == "select" else "how many rows it changed"),
+            )
+        if op == "upsert":
+            declared = list(effect.columns)
+            seen: set[str] = set()
+            for option in ("keep", "increment"):
+                for j, column in enumerate(getattr(effect, option)):
+                    problem = ""
+                    if column in effect.key:
+                        problem = f"is a key column ({', '.join(effect.key)}), which a conflict never updates"
+                    elif column not in declared:
+                        problem = (
+                            f"is not among its declared columns ({', '.join(declared)})"
+                            if declared
+                            else "is not declared: keep and increment need the effect's columns"
+                        )
+                    elif column in seen:
+                        problem = "is listed twice (a column is either kept or incremented)"
+                    seen.add(column)
+                    if problem:
+                        self.add(
+                            (*loc, option, j),
+                            "X007",
+                            f"postgres effect '{name}': {option} column '{column}' {problem}",
+                            value=True,
+                        )
+        if op in ("insert", "upsert") and effect.returning:
+            types = effect.column_types
+            known = [*effect.columns, *(k for k in effect.key if k not in effect.columns)]
+            returned = list(effect.returning)
+            if len(set(returned)) != len(returned):
+                self.add((*loc, "returning"), "X008", f"postgres effect '{name}': 'returning' lists a column twice")
+            for column, given in effect.returning_types.items():
+                if column in types and types[column] != given:
+                    self.add(
+                        (*loc, "returning", column),
+                        "X008",
+                        f"postgres effect '{name}': returned column '{column}' is declared as '{types[column]}' in "
+                        f"columns, not '{given}'",
+                        value=True,
+                    )
+            if types and isinstance(effect.returning, list):
+                for j, column in enumerate(effect.returning):
+                    if column not in known:
+                        self.add(
+                            (*loc, "returning", j),
+                            "X008",
+                            f"postgres effect '{name}': returned column '{column}' has no type (the columns are "
+                            f"typed, it is not among them): write returning as a mapping, e.g. "
+                            f"{{{column}: timestamptz}}",
+                            value=True,
+                        )
 
     def _models(self, c: Contract) -> None:
         for field in ("input_model", "output_model"):

@@ -88,12 +88,33 @@ class PostgresEffect(Spec):
         description="columns written or read (default: all, the table's, read at run time); as a mapping "
         "column → type, they also type the generated adapter, whose SQL is then fixed at generation time",
     )
+    keep: list[Identifier] = Field(
+        default_factory=list,
+        description="upsert: columns written when the row is inserted and left as stored on a conflict (an id, a "
+        "creation time); declared, non-key columns",
+    )
+    increment: list[Identifier] = Field(
+        default_factory=list,
+        description="upsert: columns that take the row's value when it is inserted and the stored value + 1 on a "
+        "conflict (a version); declared, non-key columns",
+    )
+    returning: list[Identifier] | dict[Identifier, ColumnType] = Field(
+        default_factory=list,
+        description="insert/upsert: the columns the statement returns (default: the columns it writes), among them "
+        "columns the database fills in (created_at, a generated id); as a mapping column → type, which types the "
+        "returned row's columns that 'columns' does not declare",
+    )
     description: str = ""
 
     @property
     def column_types(self) -> dict[str, str]:
         """Declared column → type (empty when the columns are a plain list)."""
         return dict(self.columns) if isinstance(self.columns, dict) else {}
+
+    @property
+    def returning_types(self) -> dict[str, str]:
+        """Types of the returned columns given in ``returning`` (empty when it is a plain list)."""
+        return dict(self.returning) if isinstance(self.returning, dict) else {}
 
 
 class KafkaEffect(Spec):

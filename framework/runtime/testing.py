@@ -200,10 +200,21 @@ class RecordedEffect:
             return await self.node.publish(self.spec.event, *args, **kwargs)
         return None
 
-    async def many(self, rows: Iterable[Mapping[str, Any]]) -> int:
+    async def many(self, rows: Iterable[Mapping[str, Any]], *, returning: bool = False, **kwargs: Any) -> Any:
+        """A batch: how many rows (``given.returns`` states another count), or with ``returning`` (a generated
+        typed ``<effect>_many``) the stored rows: each row, with a mapping in ``given.returns`` laid over it, or
+        the list ``given.returns`` states."""
         batch = [dict(r) for r in rows]
-        self.calls.append(EffectCall(self.spec.name, plain([batch]), {}))
-        if isinstance(self.spec, PostgresEffect) and self.spec.name in self.returns:
+        self.calls.append(EffectCall(self.spec.name, plain([batch]), plain(dict(kwargs))))
+        given = isinstance(self.spec, PostgresEffect) and self.spec.name in self.returns
+        stated = self.returns.get(self.spec.name)
+        if returning:
+            if given and isinstance(stated, Mapping):
+                return [{**row, **as_driver(stated)} for row in batch]
+            if given:
+                return [dict(r) for r in as_driver(stated)]
+            return batch
+        if given:
             count: int = self.returns[self.spec.name]
             return count
         return len(batch)

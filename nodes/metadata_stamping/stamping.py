@@ -1,14 +1,15 @@
 """Writing stamps: one at a time in a caller's transaction, or many in one (group commit, writer.py).
 
 A stamp is prepared without the database (detection, hash, stamp text, row), then stored with the upsert of the
-``save_stamp`` effect (insert, or on the same namespace and hash update it, keeping its id and bumping its version)
-and announced (``metadata-stamp-created``) in the same transaction.
+``save_stamp`` effect (insert, or on the same namespace and hash update it, keeping its id and bumping its version:
+the contract's ``keep`` and ``increment``) and announced (``metadata-stamp-created``) in the same transaction. Both
+paths run the statements the contract fixes (the generated ``save_stamp`` and ``save_stamp_many``); no SQL here.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -23,6 +24,7 @@ from framework.ports.store import (
 )
 from framework.runtime.kinds.base import current_event
 from nodes.metadata_stamping import stamps
+from nodes.metadata_stamping._generated import RestampValues, SaveStampReturned, SaveStampRow
 from nodes.metadata_stamping.node import _HEAD, _now, _text
 from nodes.metadata_stamping.requests import ContentRequest
 from nodes.metadata_stamping.writer import GroupWriter
@@ -30,34 +32,6 @@ from nodes.metadata_stamping.writer import GroupWriter
 if TYPE_CHECKING:
     from nodes.metadata_stamping.filetypes import Detection
     from nodes.metadata_stamping.node import MetadataStampingNode
-
-#: The save_stamp upsert (keep id, increment version) for many rows in one statement: the columns travel as arrays.
-#: The rows of one batch have distinct (namespace, file_hash) keys (writer.py sees to it).
-_UPSERT_MANY = """
-INSERT INTO metadata_stamps AS s
-    (id, file_hash, namespace, file_path, file_size, content_type, stamp_data, metadata_version, op_id, updated_at,
-     version)
-SELECT u.*, 1
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::text[],
-            $9::uuid[], $10::timestamptz[]) AS u
-ON CONFLICT (namespace, file_hash) DO UPDATE SET
-    file_path = EXCLUDED.file_path, file_size = EXCLUDED.file_size, content_type = EXCLUDED.content_type,
-    stamp_data = EXCLUDED.stamp_data, metadata_version = EXCLUDED.metadata_version, op_id = EXCLUDED.op_id,
-    updated_at = EXCLUDED.updated_at, version = s.version + 1
-RETURNING id, namespace, file_hash, version, created_at
-"""
-_UPSERT_COLUMNS = (
-    "id",
-    "file_hash",
-    "namespace",
-    "file_path",
-    "file_size",
-    "content_type",
-    "stamp_data",
-    "metadata_version",
-    "op_id",
-    "updated_at",
-)
 
 
 @dataclass(frozen=True)
@@ -80,6 +54,11 @@ class PreparedStamp:
     @property
     def key(self) -> tuple[str | None, str]:
         return (self.req.namespace, self.digest)
+
+    @property
+    def save_row(self) -> SaveStampRow:
+        """The row ``save_stamp`` writes: version 1 when it is inserted (an update increments the stored one)."""
+        return cast(SaveStampRow, {**self.row, "version": 1})
 
 
 class StampWriter:
@@ -133,8 +112,8 @@ class StampWriter:
 
         async def work() -> dict[str, Any]:
             # One round trip: insert the stamp, or update it (same namespace and hash), keeping its id and bumping
-            # its version.
-            saved = await node.effects.save_stamp({**prepared.row, "version": 1}, keep=("id",), increment=("version",))
+            # its version (the contract's keep and increment).
+            saved = await node.typed_effects.save_stamp(prepared.save_row)
             return await self._finish(prepared, saved)
 
         return await node._in_transaction(work)
@@ -144,11 +123,13 @@ class StampWriter:
     async def _write_batch(self, batch: list[PreparedStamp]) -> list[dict[str, Any]]:
         """One transaction: one upsert statement for every row, then each stamp's event, all outbox rows in one
         ``executemany``."""
-        ordered = sorted(batch, key=lambda p: (p.req.namespace or "", p.digest))  # lock rows in one order
-        columns = [[p.row[name] for p in ordered] for name in _UPSERT_COLUMNS]
+        # Rows are written in key order, so that two batches in flight lock their rows in one order. The keys are
+        # distinct (GroupWriter never puts one key twice in a batch), as save_stamp_many requires.
+        ordered = sorted(batch, key=lambda p: (p.req.namespace or "", p.digest))
         async with self._node.store.transaction() as tx:
-            rows = await tx.fetch(_UPSERT_MANY, *columns)
-            saved = {(row["namespace"], row["file_hash"]): row for row in rows}
+            # One statement for every row, in this transaction; the rows come back in the order given.
+            rows = await self._node.typed_effects.save_stamp_many([p.save_row for p in ordered])
+            saved = {p.key: row for p, row in zip(ordered, rows, strict=True)}
             outbox = _DeferredOutbox(tx)
             token = set_current_transaction(cast(Transaction, outbox))
             try:
@@ -158,7 +139,7 @@ class StampWriter:
             await outbox.flush()
         return results
 
-    async def _finish(self, prepared: PreparedStamp, saved: Mapping[str, Any]) -> dict[str, Any]:
+    async def _finish(self, prepared: PreparedStamp, saved: SaveStampReturned) -> dict[str, Any]:
         """After the upsert (``saved``: the stored id, version and created_at): announce the stamp in the same
         transaction, and answer its StampResult."""
         node = self._node
@@ -171,9 +152,8 @@ class StampWriter:
             stamped, row = node._stamp_row(
                 req, p.detection, p.stripped, digest=p.digest, size=p.size, stamp_id=saved["id"], kind=p.kind, now=p.now
             )
-            del row["id"]
-            row["version"] = saved["version"]
-            saved = await node.effects.save_stamp(row)
+            values = cast(RestampValues, {c: v for c, v in row.items() if c not in ("id", "namespace", "file_hash")})
+            await node.typed_effects.restamp(values, namespace=req.namespace, file_hash=p.digest)
         created = saved["version"] == 1
         await node.publish(
             "metadata-stamp-created",

@@ -759,3 +759,70 @@ def test_T003_a_state_in_a_contract_without_fsm(check: Check) -> None:
     del data["subcontracts"]["fsm"]
     [finding] = check(data)
     assert finding.code == "T003" and "has no fsm subcontract" in finding.message
+
+
+def _upsert(**fields: Any) -> dict[str, Any]:
+    effect = {
+        "name": "save",
+        "adapter": "postgres",
+        "table": "orders",
+        "operation": "upsert",
+        "key": ["order_id"],
+        "columns": {"order_id": "uuid", "id": "uuid", "total": "numeric", "version": "integer"},
+    }
+    return contract("EFFECT", effects=[{**effect, **fields}])
+
+
+def test_keep_increment_and_returning_declared_right_have_no_findings(check: Check) -> None:
+    findings = check(
+        _upsert(
+            keep=["id"],
+            increment=["version"],
+            returning={"id": "uuid", "version": "integer", "created_at": "timestamptz"},
+        )
+    )
+    assert codes(findings) == []
+    assert codes(check(_upsert(returning=["order_id", "version"]))) == []  # declared columns: typed already
+    untyped = {"columns": ["order_id", "id", "version"], "returning": ["id", "created_at"], "keep": ["id"]}
+    assert codes(check(_upsert(**untyped))) == []  # untyped columns: the returned row is untyped too
+
+
+@pytest.mark.parametrize(
+    ("operation", "fields", "expected"),
+    [
+        ("insert", {"keep": ["id"]}, "'keep' is for upserts"),
+        ("update", {"increment": ["version"]}, "'increment' is for upserts"),
+        (
+            "select",
+            {"returning": ["id"]},
+            "'returning' is for inserts and upserts; operation 'select' returns the rows",
+        ),
+        ("delete", {"returning": ["id"]}, "operation 'delete' returns how many rows it changed"),
+    ],
+)
+def test_X006_options_of_other_operations(check: Check, operation: str, fields: dict[str, Any], expected: str) -> None:
+    findings = check(_upsert(operation=operation, **fields))
+    assert codes(findings) == ["X006"] and expected in findings[0].message
+
+
+def test_X007_keep_and_increment_name_declared_non_key_columns_once(check: Check) -> None:
+    findings = check(_upsert(keep=["order_id", "id"], increment=["id", "nope"]))
+    assert codes(findings) == ["X007"] * 3
+    messages = [f.message for f in findings]
+    assert "keep column 'order_id' is a key column (order_id)" in messages[0]
+    assert "increment column 'id' is listed twice" in messages[1]
+    assert "increment column 'nope' is not among its declared columns (order_id, id, total, version)" in messages[2]
+    assert (findings[0].line, findings[2].line) != (0, 0)
+    undeclared = check(_upsert(columns=[], keep=["id"]))
+    assert codes(undeclared) == ["X007"] and "keep and increment need the effect's columns" in undeclared[0].message
+
+
+def test_X008_returned_columns_are_typed_and_once(check: Check) -> None:
+    findings = check(_upsert(returning=["id", "created_at"]))
+    assert codes(findings) == ["X008"] and "returned column 'created_at' has no type" in findings[0].message
+    wrong = check(_upsert(returning={"version": "bigint"}))
+    assert (
+        codes(wrong) == ["X008"] and "'version' is declared as 'integer' in columns, not 'bigint'" in wrong[0].message
+    )
+    twice = check(_upsert(returning=["id", "id"]))
+    assert codes(twice) == ["X008"] and "lists a column twice" in twice[0].message
