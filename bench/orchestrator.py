@@ -21,6 +21,7 @@ from blake3 import blake3
 from workflows import Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
+from framework.runtime.serve import settle_gc
 from framework.workflows import StepCall
 from tests.workflows.helpers import build
 
@@ -149,6 +150,7 @@ async def main(count: int, seconds: float) -> None:
 
     await ours(0)
     await theirs(0)
+    settle_gc()  # what `onex up` / `onex run` do once the host is started; the process is shared, so both see it
     raw_tp = await throughput(theirs, count, 100)
     our_tp = await throughput(ours, count, 100)
     print(f"throughput, 100 in flight: ours {our_tp:.0f}/s, raw LlamaIndex {raw_tp:.0f}/s, ratio {our_tp / raw_tp:.2f}")

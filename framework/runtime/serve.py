@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from typing import TextIO
@@ -33,6 +34,27 @@ def describe(host: Host) -> str:
     return "\n".join(lines)
 
 
+#: The youngest generation's allocation threshold for a serving process (CPython's default is 700).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """The garbage collector's policy of a long-running service, applied once it is started.
+
+    Every event allocates envelopes, payload dicts, UUIDs and FSM records; at CPython's default threshold a full
+    collection (which walks every tracked object, modules, contracts and compiled validators included) runs every
+    few hundred workflows and stalls the loop for tens to 150+ ms: the orchestrator benchmark's p99 at a steady
+    50 workflows/s was 70-195 ms with it and 15 ms without. So what the start built is frozen out of collections
+    (``gc.freeze``: it lives as long as the process), and the youngest generation is collected every 10,000 net
+    allocations instead of 700. Reference cycles are still collected; objects freed by reference counting (most)
+    never waited for the collector anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 async def serve(contracts: list[Contract], settings: Settings, out: TextIO = sys.stdout) -> int:
     configure(settings.log_level)
     stop = asyncio.Event()
@@ -42,6 +64,7 @@ async def serve(contracts: list[Contract], settings: Settings, out: TextIO = sys
     host = Host(contracts, settings)
     try:
         await host.start()
+        settle_gc()
         print(describe(host), file=out, flush=True)
         await stop.wait()
         print("onex: stopping: draining in-flight events", file=out, flush=True)

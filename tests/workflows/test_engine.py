@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from workflows import Workflow
 
+from framework.contract.subcontracts import Workflow as WorkflowSpec
 from framework.workflows import StepStatus, WorkflowBusy, WorkflowResult
+from framework.workflows.builder import build_workflow_class
 from tests.workflows.flow_nodes import FlowOrchestrator
 from tests.workflows.helpers import Published, build
 
@@ -248,3 +251,24 @@ async def test_a_thousand_concurrent_workflows_reach_the_right_final_state(
     terminal = [e for e in published if e.event_type in ("stamp-workflow-completed", "stamp-workflow-failed")]
     assert len(terminal) == 1000
     assert node.engine.in_flight == 0 and node.engine.queued == 0
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [{"name": "a", "target": {"handler": "echo"}}, {"name": "b", "target": {"handler": "echo"}}],
+        [
+            {"name": "a", "target": {"handler": "echo"}},
+            {"name": "p", "target": {"handler": "echo"}, "parallel_group": "g"},
+            {"name": "q", "target": {"handler": "echo"}, "parallel_group": "g"},
+            {"name": "z", "target": {"handler": "echo"}},
+        ],
+    ],
+)
+def test_a_built_workflow_lists_its_steps_as_the_library_would(steps: list[dict[str, Any]]) -> None:
+    """The built class answers ``_get_steps`` without walking the instance; the library's own answer must agree."""
+    spec = WorkflowSpec.model_validate({"workflow_name": "listing", "steps": steps})
+    cls = build_workflow_class(spec, run_step=None)  # type: ignore[arg-type]  # never run here
+    workflow = cls(timeout=10)
+    assert workflow._get_steps() == Workflow._get_steps(workflow)
+    assert {f"step_{s['name']}" for s in steps} <= set(workflow._get_steps())
