@@ -84,6 +84,7 @@ from framework.adapters.kafka_bus import DEFAULT_FETCH_MAX_WAIT_MS, DEFAULT_MAX_
 from framework.events.cloudevents import binary_headers
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import Message
+from framework.runtime.serve import settle_gc
 
 THROUGHPUT_GOAL = 0.80  # ours / raw
 P99_OVERHEAD_GOAL_MS = 2.0  # ours p99 - raw p99
@@ -536,6 +537,7 @@ async def run(args: argparse.Namespace, broker: KafkaBroker) -> Results:
             await throughput_round(
                 path, topics[path.name]["warm"], envelopes, f"warm-{path.name}", args.window, deadline_s, None
             )
+        settle_gc()  # as `onex up` / `onex run` do once started; one process, so every path sees the same policy
         for number in range(args.rounds):
             order = _ordered(paths, number)
             results.orders.append(" → ".join(path.name for path in order))
