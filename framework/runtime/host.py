@@ -136,6 +136,7 @@ class Host(Resource):
         }
         for gauge in self._gauges.values():
             self.metrics.register(gauge)
+        self.metrics.on_render(self._read_gauges)
 
     # --- life -----------------------------------------------------------------------------------------------------
 
@@ -421,6 +422,14 @@ class Host(Resource):
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    def _read_gauges(self) -> None:
         if self.store is not None:
             stats = self.store.stats()
             self._gauges["pool_in_use"].set(stats["pool"]["used"])
@@ -430,12 +439,6 @@ class Host(Resource):
             relay = self.relay.stats()
             self._gauges["outbox_pending"].set(relay["pending"] or 0)
             self._gauges["outbox_sent"].set(relay["sent_total"])
-        return web.Response(
-            text=self.metrics.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
 
     def _write_endpoints(self) -> None:
         path = self.settings.data_dir / "endpoints.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 LabelValues = tuple[str, ...]
 
@@ -117,11 +117,19 @@ class Metrics:
             "onex_fsm_transitions_total", "FSM transitions taken.", ("machine", "from_state", "to_state")
         )
         self.extra: list[_Metric] = []
+        self._collectors: list[Callable[[], None]] = []
 
     def register(self, metric: _Metric) -> None:
         self.extra.append(metric)
 
+    def on_render(self, collect: Callable[[], None]) -> None:
+        """Call ``collect`` before every render: gauges read from somewhere else (a pool's size) are set there, so
+        every endpoint that renders this registry shows current values."""
+        self._collectors.append(collect)
+
     def render(self) -> str:
+        for collect in self._collectors:
+            collect()
         metrics: list[_Metric] = [
             self.consumed,
             self.published,

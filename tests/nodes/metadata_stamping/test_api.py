@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -296,7 +297,12 @@ async def test_health_metrics_openapi_and_docs(service: Service) -> None:
     status, health = await service.get("/health")
     assert status == 200 and health["data"]["database_circuit"] == "closed" and health["data"]["handlers"] >= 25
     async with service.http.get(service.base + "/metrics") as resp:
-        assert resp.status == 200 and "onex_stamping_hashes_total" in await resp.text()
+        text = await resp.text()
+    assert resp.status == 200 and "onex_stamping_hashes_total" in text
+    # The host's gauges are read at every render, whichever endpoint renders: no stale or missing values here.
+    pool = re.search(r"^onex_db_pool_connections (\d+)$", text, re.M)
+    assert pool is not None and int(pool.group(1)) >= 1, text
+    assert re.search(r"^onex_outbox_sent \d+$", text, re.M), text
     async with service.http.get(service.base + "/openapi.json") as resp:
         document = await resp.json()
     assert document["openapi"].startswith("3.1") and f"{PREFIX}/batch" in document["paths"]
