@@ -27,6 +27,7 @@ ENV_VARS: Mapping[str, str] = {
     "ONEX_DRAIN_TIMEOUT_S": "drain_timeout_s",
     "ONEX_HEARTBEAT_S": "heartbeat_interval_s",
     "ONEX_WORKFLOW_LEASE_S": "workflow_lease_s",
+    "ONEX_INSTANCE_ID": "instance_id",
 }
 
 
@@ -42,6 +43,7 @@ class Settings:
     drain_timeout_s: float = 30.0
     heartbeat_interval_s: float = 30.0
     workflow_lease_s: float = 30.0
+    instance_id: str | None = None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] = os.environ, **flags: Any) -> Settings:
@@ -88,4 +90,11 @@ def _convert(source: str, name: str, value: Any) -> Any:
         return text
     if name == "data_dir":
         return Path(text)
+    if name == "instance_id":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+            raise UsageError(
+                f"{source}={text!r}: expected 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit "
+                "(e.g. a pod name such as stamping-0)"
+            )
+        return text
     return text

@@ -124,9 +124,12 @@ class Host(Resource):
         self._in_flight = 0
         self._started_at = time.monotonic()
         self._started_wall = datetime.now(UTC)
-        # Names this host's nodes (``name@instance``); a second host in one process gets a suffix of its own.
+        # Names this host's nodes (``name@instance``): ONEX_INSTANCE_ID, stable across restarts, or hostname-pid (a
+        # second host in one process gets a suffix of its own).
         number = next(_hosts_made)
-        self.instance = f"{socket.gethostname()}-{os.getpid()}" + (f"-{number}" if number > 1 else "")
+        self.instance = settings.instance_id or (
+            f"{socket.gethostname()}-{os.getpid()}" + (f"-{number}" if number > 1 else "")
+        )
         self._gauges = {
             "pool_in_use": Gauge("onex_db_pool_connections_in_use", "PostgreSQL connections in use."),
             "pool_size": Gauge("onex_db_pool_connections", "PostgreSQL connections open."),

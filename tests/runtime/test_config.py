@@ -26,8 +26,11 @@ def test_environment_then_flags() -> None:
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "ONEX_BUS": "memory",
         "ONEX_DRAIN_TIMEOUT_S": "2.5",
+        "ONEX_WORKFLOW_LEASE_S": "12",
+        "ONEX_INSTANCE_ID": "stamping-0",
     }
     s = Settings.load(env)
+    assert (s.workflow_lease_s, s.instance_id) == (12.0, "stamping-0")
     assert s.service_port == 9000 and s.env == "staging" and s.log_level == "DEBUG"
     assert s.data_dir == Path("/tmp/x") and s.bus == "memory" and s.drain_timeout_s == 2.5
     assert s.postgres_dsn == env["POSTGRES_DSN"] and s.kafka_bootstrap_servers == "127.0.0.1:9092"
@@ -49,6 +52,8 @@ def test_every_env_var_names_a_setting() -> None:
         ({"ONEX_ENV": "Prod-1"}, "ONEX_ENV='Prod-1': expected a lowercase name"),
         ({"ONEX_BUS": "redis"}, "ONEX_BUS='redis': expected one of kafka, memory"),
         ({"ONEX_DRAIN_TIMEOUT_S": "-1"}, "ONEX_DRAIN_TIMEOUT_S='-1': expected a positive number of seconds"),
+        ({"ONEX_WORKFLOW_LEASE_S": "soon"}, "ONEX_WORKFLOW_LEASE_S='soon': expected a positive number of seconds"),
+        ({"ONEX_INSTANCE_ID": "pod 0"}, "ONEX_INSTANCE_ID='pod 0': expected 1-64 characters of [A-Za-z0-9._-]"),
     ],
 )
 def test_bad_values_name_variable_and_allowed(env: dict[str, str], message: str) -> None:

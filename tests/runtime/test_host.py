@@ -207,7 +207,7 @@ async def test_nodes_announce_themselves_and_send_heartbeats(tmp_path: Path) -> 
     finally:
         await host.stop()
     node_id = host.nodes[0].node_id
-    assert intro.envelope.payload["node_id"] == node_id
+    assert node_id.startswith("beacon@") and intro.envelope.payload["node_id"] == node_id
     assert intro.envelope.payload["node_type"] == "EFFECT" and intro.envelope.payload["node_version"] == "2.1.0"
     assert intro.envelope.payload["capabilities"]["effects"] == ["hash"]
     assert {b.envelope.payload["node_id"] for b in beats} == {node_id}
@@ -306,3 +306,13 @@ async def test_a_contract_that_does_not_fit_the_database_stops_the_start(postgre
         with pytest.raises(PortError, match=r"save_stamp.*metadata_stamps.*file_size is int8, the contract declares"):
             async with Host([load_contract(contract)], settings):
                 pass
+
+
+async def test_an_instance_id_names_the_nodes_across_restarts(tmp_path: Path) -> None:
+    settings = Settings(service_port=0, data_dir=tmp_path, bus="memory", heartbeat_interval_s=3600, instance_id="pod-7")
+    beacon = load_contract(Path(__file__).parent / "beacon" / "beacon.yaml")
+    ids = []
+    for _ in range(2):
+        async with Host([beacon], settings) as host:
+            ids.append(host.nodes[0].node_id)
+    assert ids == ["beacon@pod-7", "beacon@pod-7"]
