@@ -5,6 +5,10 @@ encoded records (value = ``envelope.to_json()``, headers with the CloudEvents bi
 with their committed offsets per (topic, partition). Buses built on one broker behave like processes on one cluster,
 so a test can stop a whole bus and resume with a new one.
 
+- Retention: each partition keeps its newest ``retention_records`` records (50,000 by default; ``None`` keeps
+  everything), as Kafka's size-based retention does, so a long-running ``--bus memory`` host holds bounded memory.
+  Offsets keep counting; a consumer whose next offset was dropped resumes at the oldest record kept, and the skip
+  is logged as a warning (Kafka's ``auto.offset.reset=earliest``).
 - Partition = ``zlib.crc32(key) % N`` (stable across processes; Kafka uses murmur2, so the same key may land on
   another partition number there — only "same key, same partition" is promised); records without a key go round
   robin.
@@ -56,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 
+#: Records each partition keeps by default (see ``MemoryBroker(retention_records=...)``).
+DEFAULT_RETENTION = 50_000
+
 
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
@@ -71,10 +78,11 @@ class StoredRecord:
 
 
 class _Partition:
-    __slots__ = ("log", "waiters")
+    __slots__ = ("log", "start", "waiters")
 
     def __init__(self) -> None:
         self.log: list[StoredRecord] = []
+        self.start = 0  # the offset of log[0]: records before it were dropped by retention
         # Consumers parked at the end of the log; an append wakes them all.
         self.waiters: set[asyncio.Event] = set()
 
@@ -102,9 +110,12 @@ class _Group:
 class MemoryBroker:
     """Topics and consumer groups shared by every :class:`MemoryEventBus` built on it: the stand-in for a cluster."""
 
-    def __init__(self, *, default_partitions: int = 3) -> None:
+    def __init__(self, *, default_partitions: int = 3, retention_records: int | None = DEFAULT_RETENTION) -> None:
         _check_partitions(default_partitions)
+        if retention_records is not None and (type(retention_records) is not int or retention_records < 1):
+            raise UsageError(f"retention_records must be an integer >= 1 or None, got {retention_records!r}")
         self.default_partitions = default_partitions
+        self.retention_records = retention_records
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
 
@@ -150,14 +161,22 @@ class MemoryBroker:
         elif type(partition) is not int or not 0 <= partition < count:
             raise UsageError(f"partition {partition!r} does not exist in topic {topic!r}, which has {count}")
         target = found.partitions[partition]
-        record = StoredRecord(topic, partition, len(target.log), key, value, tuple(headers), time.time())
-        target.log.append(record)
+        record = StoredRecord(topic, partition, target.start + len(target.log), key, value, tuple(headers), time.time())
+        log = target.log
+        log.append(record)
+        keep = self.retention_records
+        # Dropped a tenth at a time, so that trimming the list costs O(1) per append on average.
+        if keep is not None and len(log) > keep + keep // 10:
+            dropped = len(log) - keep
+            del log[:dropped]
+            target.start += dropped
         for waiter in target.waiters:
             waiter.set()
         return record
 
     def records(self, topic: str) -> list[StoredRecord]:
-        """Every record of ``topic``, partition by partition, in offset order (empty if the topic does not exist)."""
+        """Every record ``topic`` retains, partition by partition, in offset order (empty if the topic does not
+        exist)."""
         found = self._topics.get(topic)
         if found is None:
             return []
@@ -447,7 +466,19 @@ class _PartitionWorker:
         offset = group.committed.get(tp, 0)
         delivery = member._delivery
         while not self.interrupt.is_set():
-            if offset >= len(part.log):
+            if offset < part.start:
+                logger.warning(
+                    "records dropped by retention before this group read them; resuming at the oldest kept",
+                    extra={
+                        "group": group.name,
+                        "topic": self.topic,
+                        "partition": self.partition,
+                        "skipped": part.start - offset,
+                        "offset": part.start,
+                    },
+                )
+                offset = part.start
+            if offset >= part.start + len(part.log):
                 self.wake.clear()
                 part.waiters.add(self.wake)
                 try:
@@ -455,7 +486,7 @@ class _PartitionWorker:
                 finally:
                     part.waiters.discard(self.wake)
                 continue
-            record = part.log[offset]
+            record = part.log[offset - part.start]
             if not await delivery.handle(record, self.interrupt):
                 return
             group.committed[tp] = offset + 1

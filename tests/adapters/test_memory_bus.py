@@ -85,6 +85,8 @@ def test_bad_settings_are_usage_errors() -> None:
         MemoryEventBus(drain_timeout_s=0)
     with pytest.raises(UsageError, match="partitions must be an integer >= 1"):
         MemoryBroker(default_partitions=0)
+    with pytest.raises(UsageError, match="retention_records must be an integer >= 1 or None, got 0"):
+        MemoryBroker(retention_records=0)
     with pytest.raises(UsageError, match="capacity_per_group must be an integer >= 1"):
         MemoryProcessedEvents(capacity_per_group=0)
 
@@ -302,3 +304,40 @@ async def test_processed_events_keep_the_most_recent_ids_per_group() -> None:
     assert [await processed.is_processed("g", i) for i in "bde"] == [True, True, True]
     assert processed.count("g") == 3
     assert not await processed.is_processed("other", "b")  # per group
+
+
+# --- retention ------------------------------------------------------------------------------------------------------
+
+
+async def test_a_partition_keeps_its_newest_records_and_offsets_keep_counting() -> None:
+    broker = MemoryBroker(default_partitions=1, retention_records=10)
+    topic = topic_name()
+    offsets = [broker.append(topic, f"v{n}".encode(), key=b"k").offset for n in range(25)]
+    assert offsets == list(range(25))
+    kept = broker.records(topic)
+    # Trimmed a tenth at a time: never more than 10 + 1 kept, never fewer than 10, always the newest.
+    assert 10 <= len(kept) <= 11
+    assert [r.offset for r in kept] == list(range(25 - len(kept), 25))
+    assert kept[-1].value == b"v24"
+
+
+async def test_a_consumer_behind_the_retained_log_resumes_at_the_oldest_kept_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker(default_partitions=1, retention_records=5)
+    topic = our_topic("retained")
+    async with MemoryEventBus(broker=broker) as bus:
+        for n in range(20):
+            await bus.publish(topic, make_envelope(n, key="k"))
+        oldest = broker.records(topic)[0].offset
+        assert oldest > 0  # the first records are gone
+        seen = Collector()
+        await bus.subscribe([topic], group="late", handler=seen)
+        await wait_until(lambda: len(seen.messages) == 20 - oldest, "the retained records")
+        await bus.publish(topic, make_envelope(20, key="k"))
+        await wait_until(lambda: len(seen.messages) == 21 - oldest, "the record published afterwards")
+    assert [m.offset for m in seen.messages] == list(range(oldest, 21))
+    assert [m.envelope.payload["n"] for m in seen.messages] == list(range(oldest, 21))
+    assert broker.committed("late", topic, 0) == 21
+    warning = next(r for r in caplog.records if "dropped by retention" in r.getMessage())
+    assert (warning.skipped, warning.offset) == (oldest, oldest)  # type: ignore[attr-defined]
