@@ -318,7 +318,9 @@ class Host(Resource):
                 self.endpoints.consumes.setdefault(node.name, []).append(topic)
         best_effort = DeliveryPolicy(max_attempts=3, dead_letter=False)  # a stale request is not worth keeping
         for topic, nodes in self._answering_nodes().items():
-            group = f"onex-introspection-{self.instance}-{uuid.uuid4().hex[:8]}"
+            # A stable instance keeps its group (and its offsets) across restarts; otherwise each start is new.
+            suffix = "" if self.settings.instance_id else f"-{uuid.uuid4().hex[:8]}"
+            group = f"onex-introspection-{self.instance}{suffix}"
             consumers[group, ""] = ([topic], self._introspection_answer(nodes), best_effort)
         by_group: dict[str, list[tuple[list[str], Handler, DeliveryPolicy]]] = {}
         for (group, _), consumer in consumers.items():

@@ -311,8 +311,11 @@ async def test_a_contract_that_does_not_fit_the_database_stops_the_start(postgre
 async def test_an_instance_id_names_the_nodes_across_restarts(tmp_path: Path) -> None:
     settings = Settings(service_port=0, data_dir=tmp_path, bus="memory", heartbeat_interval_s=3600, instance_id="pod-7")
     beacon = load_contract(Path(__file__).parent / "beacon" / "beacon.yaml")
-    ids = []
+    ids, groups = [], []
     for _ in range(2):
         async with Host([beacon], settings) as host:
             ids.append(host.nodes[0].node_id)
+            groups.append(sorted(sub.group for sub in host._subscriptions))
     assert ids == ["beacon@pod-7", "beacon@pod-7"]
+    # The group that hears requests for introspection is the instance's own, the same after a restart.
+    assert groups == [["onex-introspection-pod-7"], ["onex-introspection-pod-7"]]
