@@ -17,8 +17,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from framework.adapters.kafka_bus import KafkaEventBus
 from framework.adapters.services import open_services
 
 _SERVICE_MARKERS = {"kafka_bootstrap": "kafka", "postgres_dsn": "postgres"}
@@ -74,3 +76,20 @@ def unique_topic(request: pytest.FixtureRequest) -> Callable[..., str]:
         return f"test.{test_name}.{name}.{uuid.uuid4().hex[:12]}"
 
     return make
+
+
+@pytest.fixture
+async def client_bus(kafka_bootstrap: str) -> AsyncIterator[KafkaEventBus]:
+    """A started bus on the session's broker, for a test to publish and observe as another process would."""
+    async with KafkaEventBus(kafka_bootstrap) as bus:
+        yield bus
+
+
+@pytest.fixture
+async def db(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the session's database, for a test to look at what a host wrote."""
+    connection = await asyncpg.connect(postgres_dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,6 @@ def submitted(doc_id: str, text: str) -> OnexEnvelopeV1:
         partition_key=doc_id,
         payload={"doc_id": doc_id, "text": text},
     )
-
-
-@pytest.fixture
-async def client_bus(kafka_bootstrap: str) -> AsyncIterator[KafkaEventBus]:
-    async with KafkaEventBus(kafka_bootstrap) as bus:
-        yield bus
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,6 @@ RESUME = Path(__file__).parent / "resume"
 @pytest.fixture
 def env() -> str:
     return f"w{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def db(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(postgres_dsn)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def executions(db: asyncpg.Connection, ids: list[str]) -> dict[str, asyncpg.Record]:

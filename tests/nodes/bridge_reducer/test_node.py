@@ -7,13 +7,11 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.spec import Contract
@@ -57,12 +55,6 @@ def stamp(namespace: str, size: int, content_type: str, file_hash: str | None = 
             "created_at": datetime(2025, 1, 1, 0, 0, 30, tzinfo=UTC).isoformat(),
         },
     )
-
-
-@pytest.fixture
-async def client_bus(kafka_bootstrap: str) -> AsyncIterator[KafkaEventBus]:
-    async with KafkaEventBus(kafka_bootstrap) as bus:
-        yield bus
 
 
 async def test_stamps_and_workflows_fold_into_isolated_namespaces_once_each(

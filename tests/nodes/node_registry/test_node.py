@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.spec import Contract
@@ -55,21 +54,6 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> N
             if await check():
                 return
             await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def client_bus(kafka_bootstrap: str) -> AsyncIterator[KafkaEventBus]:
-    async with KafkaEventBus(kafka_bootstrap) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def db(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(postgres_dsn)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def settings(env: str, tmp_path: Path, kafka: str, dsn: str) -> Settings:
