@@ -251,12 +251,16 @@ async def main() -> None:
         "measured in the same run; /stamp latency at a steady rate."
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measured phase")
-    parser.add_argument("--connections", default="100,1000", help="closed-loop connection counts, comma-separated")
+    parser.add_argument(
+        "--connections",
+        default="100,1000",
+        help="closed-loop connection counts, comma-separated (empty: only the steady phase)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the throughput phases (ranges are printed)")
     parser.add_argument("--rate", type=float, default=500.0, help="requests/s of the steady /stamp phase")
     parser.add_argument("--skip-micro", action="store_true", help="skip the in-process hashing figures")
     args = parser.parse_args()
-    levels = [int(c) for c in args.connections.split(",")]
+    levels = [int(c) for c in args.connections.split(",") if c.strip()]
     data_dir = Path(tempfile.mkdtemp(prefix="onex-bench-stamping-", dir="/tmp"))
     data_dir.chmod(0o755)
     env = {**os.environ, "SERVICE_PORT": "0", "ONEX_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"}
@@ -292,13 +296,14 @@ async def main() -> None:
                     ratios.setdefault((connections, target), []).append(ratio)
                     p99 = f"{percentile(lat, 99) * 1000:.1f}" if lat else "-"
                     rows.append((round_, connections, target, f"{rps:,.0f}", f"{ratio:.0%}", errors, p99))
-        print(table(["round", "conns", "target", "req/s", "of bare", "errors", "p99 ms"], rows, left=3))
-        if args.repeat > 1:
-            print("\nrange over rounds, share of the bare endpoint's req/s:")
-            for (connections, target), values in ratios.items():
-                if target != "bare":
-                    print(f"  {connections:>5} {target:<6} {min(values):.0%}-{max(values):.0%}")
-        print("goals: /hash >= 80% of bare, /stamp >= 40%, no errors at 1,000 connections\n")
+        if rows:
+            print(table(["round", "conns", "target", "req/s", "of bare", "errors", "p99 ms"], rows, left=3))
+            if args.repeat > 1:
+                print("\nrange over rounds, share of the bare endpoint's req/s:")
+                for (connections, target), values in ratios.items():
+                    if target != "bare":
+                        print(f"  {connections:>5} {target:<6} {min(values):.0%}-{max(values):.0%}")
+            print("goals: /hash >= 80% of bare, /stamp >= 40%, no errors at 1,000 connections\n")
         errors, sent_rate, lat = await steady(base + "/stamp", stamp_bodies, args.rate, args.seconds)
         print(
             f"/stamp at a steady {args.rate:g} req/s (sent at {sent_rate:,.0f}/s): p50 {percentile(lat, 50) * 1000:.1f} ms, "
