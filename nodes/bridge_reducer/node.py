@@ -3,6 +3,7 @@
 Stamps (``metadata-stamp-created``) are folded by every strategy of the aggregation subcontract but
 WORKFLOW_GROUPING; completed workflows (``stamp-workflow-completed``) only by WORKFLOW_GROUPING. A stamped file is
 announced by both events when the orchestrator stamps it, so folding both by every strategy would count it twice.
+The CUSTOM strategy, stamps by the directory of their ``file_path``, is :func:`.grouping.by_directory`.
 """
 
 from __future__ import annotations

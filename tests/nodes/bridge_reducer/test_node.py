@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,32 @@ import asyncpg
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.spec import Contract
+from framework.contract.subcontracts import AggregationStrategy, AggregationType
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import DLT_ATTEMPTS, DeliveryPolicy, dead_letter_topic
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
+from nodes.bridge_reducer.grouping import MAX_SEGMENT, by_directory
 from nodes.bridge_reducer.node import NodeBridgeReducer
 from tests.collect import Collector
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def reducer_contract(batch_size: int) -> Contract:
-    """The shipped contract, under a name of its own (its batch FSM instance) and with a small batch."""
+def reducer_contract(batch_size: int, custom_function: str | None = None) -> Contract:
+    """The shipped contract, under a name of its own (its batch FSM instance) and with a small batch; with
+    ``custom_function``, its CUSTOM strategy calls that function instead."""
     contract = load_contract(ROOT / "contracts" / "bridge_reducer.yaml")
     subs = contract.subcontracts
     assert subs.aggregation is not None
-    aggregation = subs.aggregation.model_copy(update={"batch_size": batch_size})
+    strategies = list(subs.aggregation.strategies)
+    if custom_function is not None:
+        strategies = [
+            s.model_copy(update={"function": custom_function}) if s.type is AggregationType.CUSTOM else s
+            for s in strategies
+        ]
+    aggregation = subs.aggregation.model_copy(update={"batch_size": batch_size, "strategies": strategies})
     return contract.model_copy(
         update={
             "name": f"bridge_reducer_{uuid.uuid4().hex[:8]}",
@@ -39,7 +50,8 @@ def reducer_contract(batch_size: int) -> Contract:
     )
 
 
-def stamp(namespace: str, size: int, content_type: str, file_hash: str | None = None) -> OnexEnvelopeV1:
+def stamp(namespace: str, size: int, content_type: str, file_hash: str | None = None, **extra: Any) -> OnexEnvelopeV1:
+    """A metadata-stamp-created event; ``extra`` adds payload fields (``file_path``)."""
     return OnexEnvelopeV1(
         event_type="metadata-stamp-created",
         source_node_id="test",
@@ -53,6 +65,7 @@ def stamp(namespace: str, size: int, content_type: str, file_hash: str | None = 
             "file_size": size,
             "content_type": content_type,
             "created_at": datetime(2025, 1, 1, 0, 0, 30, tzinfo=UTC).isoformat(),
+            **extra,
         },
     )
 
@@ -149,3 +162,133 @@ async def test_stamps_and_workflows_fold_into_isolated_namespaces_once_each(
     assert all(0 < b["items"] <= 3 and b["aggregation_type"] == "NAMESPACE_GROUPING" for b in batches)
     started = {m.envelope.payload["batch_id"] for m in seen["aggregation-started"].messages}
     assert {b["batch_id"] for b in batches} == started
+
+
+async def rows_of(postgres_dsn: str, namespace: str) -> dict[tuple[str, str], tuple[int, int]]:
+    """(aggregation_type, group_key) → (total_items, total_size_bytes) of the rows of ``namespace``."""
+    connection = await asyncpg.connect(postgres_dsn)
+    try:
+        rows = await connection.fetch("SELECT * FROM bridge_states WHERE namespace = $1", namespace)
+    finally:
+        await connection.close()
+    return {(r["aggregation_type"], r["group_key"]): (r["total_items"], r["total_size_bytes"]) for r in rows}
+
+
+async def test_stamps_fold_by_the_directory_of_their_path_and_odd_paths_are_stored(
+    kafka_bootstrap: str, postgres_dsn: str, client_bus: KafkaEventBus, tmp_path: Path
+) -> None:
+    env = f"t{uuid.uuid4().hex[:10]}"
+    ns = f"d_{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        service_port=0, env=env, data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, postgres_dsn=postgres_dsn
+    )
+
+    def topic(event: str) -> str:
+        return f"{env}.omninode_bridge.onex.evt.{event}.v1"
+
+    # A NUL (which PostgreSQL text refuses) and a 5000-character segment (too big for the primary-key index) would
+    # fail the upsert, and with it the event, if they reached the group key as they are.
+    odd = "bad\x00dir/" + "x" * 5000 + "/f.bin"
+    sent = [
+        stamp(ns, 100, "text/x-python", file_path="src/pkg/a.py"),
+        stamp(ns, 200, "text/x-python", file_path="src\\pkg\\b.py"),
+        stamp(ns, 10, "text/markdown", file_path="docs/guide/../index.md"),
+        stamp(ns, 5, "text/markdown", file_path="README.md"),
+        stamp(ns, 7, "text/plain"),  # no file_path
+        stamp(ns, 8, "text/plain", file_path=None),
+        stamp(ns, 1, "application/octet-stream", file_path=odd),
+    ]
+    contract = reducer_contract(batch_size=100)
+    updates, dead = Collector(), Collector()
+    async with Host([contract], settings) as host:
+        subs = [
+            await client_bus.subscribe([topic("bridge-state-updated")], group=f"{env}-check", handler=updates),
+            await client_bus.subscribe(
+                [dead_letter_topic(topic("metadata-stamp-created"))],
+                group=f"{env}-dlt",
+                handler=dead,
+                policy=DeliveryPolicy(),
+            ),
+        ]
+        for envelope in sent:
+            await client_bus.publish(topic("metadata-stamp-created"), envelope)
+        # 7 stamps by the 4 built-in strategies, and the 5 with a path by the directory strategy.
+        await updates.wait_for(7 * 4 + 5)
+        await updates.quiet()
+        for sub in subs:
+            await sub.stop()
+        assert host.metrics.failed.value(topic=topic("metadata-stamp-created"), group=contract.name) == 0
+    assert dead.messages == []
+
+    odd_key = "bad\ufffddir/" + "x" * (MAX_SEGMENT - 1) + "…"
+    table = await rows_of(postgres_dsn, ns)
+    assert {g: t for (kind, g), t in table.items() if kind == "CUSTOM"} == {
+        "src/pkg": (2, 300),
+        "docs": (1, 10),
+        ".": (1, 5),
+        odd_key: (1, 1),
+    }
+    assert table[("NAMESPACE_GROUPING", ns)] == (7, 331)  # the stamps without a path are still counted there
+    last: dict[str, tuple[int, int]] = {}
+    for message in updates.messages:
+        p = message.envelope.payload
+        if p["aggregation_type"] == "CUSTOM":
+            last[p["group_key"]] = (p["total_items"], p["total_size"])
+    assert last == {g: t for (kind, g), t in table.items() if kind == "CUSTOM"}
+
+
+def explode_on_boom(item: Mapping[str, Any], strategy: AggregationStrategy) -> str | None:
+    """A CUSTOM function that raises on one item (what ``by_directory`` is written never to do)."""
+    if item.get("file_path") == "boom/x":
+        raise ValueError("boom")
+    return by_directory(item, strategy)
+
+
+async def test_a_custom_function_that_raises_dead_letters_its_event_and_the_reducer_goes_on(
+    kafka_bootstrap: str, postgres_dsn: str, client_bus: KafkaEventBus, tmp_path: Path
+) -> None:
+    """What the docs say of a CUSTOM function that raises: aggregation.py does not catch it, so the event fails as a
+    whole; the retry subcontract tries it 3 times, then dead-letters it, and the next events are folded."""
+    env = f"t{uuid.uuid4().hex[:10]}"
+    ns = f"e_{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        service_port=0, env=env, data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, postgres_dsn=postgres_dsn
+    )
+
+    def topic(event: str) -> str:
+        return f"{env}.omninode_bridge.onex.evt.{event}.v1"
+
+    contract = reducer_contract(batch_size=100, custom_function=f"{__name__}:explode_on_boom")
+    bad = stamp(ns, 50, "text/plain", file_path="boom/x")
+    good = stamp(ns, 9, "text/plain", file_hash=bad.payload["file_hash"], file_path="ok/dir/y")  # same partition
+    updates, dead = Collector(), Collector()
+    async with Host([contract], settings) as host:
+        subs = [
+            await client_bus.subscribe([topic("bridge-state-updated")], group=f"{env}-check", handler=updates),
+            await client_bus.subscribe(
+                [dead_letter_topic(topic("metadata-stamp-created"))],
+                group=f"{env}-dlt",
+                handler=dead,
+                policy=DeliveryPolicy(),
+            ),
+        ]
+        await client_bus.publish(topic("metadata-stamp-created"), bad)
+        await client_bus.publish(topic("metadata-stamp-created"), good)
+        [message] = await dead.wait_for(1)
+        await updates.wait_for(5)
+        await updates.quiet()
+        for sub in subs:
+            await sub.stop()
+        assert host.metrics.failed.value(topic=topic("metadata-stamp-created"), group=contract.name) == 3
+        assert host.metrics.dead_lettered.value(topic=topic("metadata-stamp-created"), group=contract.name) == 1
+    assert message.envelope.event_id == bad.event_id
+    assert dict(message.headers)[DLT_ATTEMPTS] == b"3"
+    # Nothing of the failed event was folded, by any strategy; the next one was, by all five.
+    assert await rows_of(postgres_dsn, ns) == {
+        ("NAMESPACE_GROUPING", ns): (1, 9),
+        ("TIME_WINDOW", "2025-01-01T00:00:00+00:00"): (1, 9),
+        ("FILE_TYPE_GROUPING", "text/plain"): (1, 9),
+        ("SIZE_BUCKETS", "le_1024"): (1, 9),
+        ("CUSTOM", "ok/dir"): (1, 9),
+    }
+    assert len(updates.messages) == 5
