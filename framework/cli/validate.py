@@ -16,9 +16,12 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "validate",
         help="check contracts and subcontracts",
-        description="Check contract and subcontract YAML files (directories are searched recursively). Prints one "
-        "finding per line as 'path:line:col: LEVEL CODE message'. Exit codes: 0 clean (warnings allowed unless "
-        "--strict), 1 errors, 2 usage. Codes are explained in docs/validation-codes.md.",
+        description="Check contract and subcontract YAML files (directories are searched recursively for .yaml and "
+        ".yml files, skipping hidden folders and not following symbolic links to directories). Prints one finding "
+        "per line as 'path:line:col: LEVEL CODE message'; a path that is missing, not a regular file, or a "
+        "directory without any YAML file is a finding too. Exit codes: 0 clean (warnings allowed unless --strict), "
+        "1 errors, 2 usage, 3 internal error (a bug in onex, please report it). Codes are explained in "
+        "docs/validation-codes.md.",
     )
     p.add_argument(
         "paths",

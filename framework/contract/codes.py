@@ -26,7 +26,10 @@ CODES: dict[str, Code] = {
             "L001",
             _E,
             "file unreadable or too large",
-            "The file cannot be read, is a directory, or exceeds the 1 MiB size limit for contract files.",
+            "A path named on the command line does not exist or is neither a regular file nor a directory (a FIFO, "
+            "a socket, a device); a .yaml or .yml entry found in a directory is not a regular file, or is a symbolic "
+            "link to nothing; a directory cannot be listed; or a file cannot be read, is a directory, or exceeds the "
+            "1 MiB size limit for contract files.",
         ),
         Code("L002", _E, "not UTF-8 text", "The file is binary (contains NUL bytes) or is not valid UTF-8."),
         Code(
@@ -62,6 +65,14 @@ CODES: dict[str, Code] = {
         Code("L009", _E, "$ref cycle", "$ref references lead back to a file already being resolved."),
         Code("L010", _E, "$ref pointer invalid", "The JSON pointer after '#' in a $ref does not exist in the file."),
         Code("L011", _E, "empty file", "The file holds no YAML document."),
+        Code(
+            "L012",
+            _E,
+            "no YAML files in a directory",
+            "A directory named on the command line holds no .yaml or .yml file, in it or below it (hidden folders "
+            "and symbolic links to directories are not searched). A check pointed at the wrong directory fails "
+            "rather than passing with nothing checked.",
+        ),
         # Schema
         Code("S001", _E, "unknown field", "A key that the language does not define at that place (typos included)."),
         Code("S002", _E, "missing required field", "A required key is absent."),

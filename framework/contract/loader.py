@@ -12,7 +12,10 @@ limits, ``$ref`` resolution and a position for every location in the document.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,14 +428,159 @@ def _load(path: Path, files: FileCache, max_bytes: int, max_nodes: int, max_dept
     return doc
 
 
-def iter_yaml_files(root: Path) -> Iterator[Path]:
-    """YAML files below ``root`` in a stable order, skipping hidden folders (``.git``, ``.venv``, ...)."""
-    if root.is_file():
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _is_yaml_name(name: str) -> bool:
+    """Whether a directory entry is a contract file by its name: ``Path(name).suffix`` is ``.yaml`` or ``.yml``."""
+    return name.endswith(YAML_SUFFIXES) and name not in YAML_SUFFIXES
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
+
+
+def _entry_display(path: Path) -> str:
+    """How findings show an entry met while walking: its own path, not where a symbolic link points."""
+    return _display_resolved(path.parent.resolve() / path.name)
+
+
+def _error(path: str, code: str, message: str) -> Finding:
+    return Finding(path, 1, 1, Level.ERROR, code, message)
+
+
+def _link_problem(path: Path, shown: str, exc: OSError) -> Finding:
+    """The finding for a ``.yaml`` symbolic link whose target cannot be examined."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return _error(shown, "L001", f"{shown} is a symbolic link to a file that does not exist")
+        return _error(shown, "L001", f"{shown} is a symbolic link to '{target}', which does not exist")
+    if exc.errno == errno.ELOOP:
+        return _error(shown, "L001", f"{shown} is a symbolic link in a loop of links: it leads to no file")
+    return _error(shown, "L001", f"cannot read {shown}: {exc.strerror or exc}")
+
+
+def _scan(directory: Path, shown: str | None = None) -> list[os.DirEntry[str]] | Finding:
+    """The entries of ``directory`` sorted by name, or the finding that says why it cannot be listed (at ``shown``,
+    by default where ``display_path`` would put it)."""
+    try:
+        with os.scandir(directory) as it:
+            entries = list(it)
+    except OSError as exc:
+        shown = shown or _entry_display(directory)
+        return _error(shown, "L001", f"cannot read directory {shown}: {exc.strerror or exc}")
+    entries.sort(key=lambda e: e.name)
+    return entries
+
+
+def _is_directory(entry: os.DirEntry[str]) -> bool:
+    """Whether the walk enters ``entry``: a directory itself (not a link to one) that is not hidden."""
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:  # gone since the listing, say: then it is not a directory to enter
+        return False
+    return is_dir and not entry.name.startswith(".")
+
+
+def _examine(entry: os.DirEntry[str]) -> Path | Finding | None:
+    """What an entry that is not a directory is to the walk: a YAML file to check (its path), a finding (a ``.yaml``
+    entry that is not a readable regular file), or ``None`` when it is no contract file at all."""
+    if not _is_yaml_name(entry.name):
+        return None
+    path = Path(entry.path)
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return None  # a folder named like a file: the walk enters it, unless it is hidden
+        if entry.is_file(follow_symlinks=False):
+            return path
+        is_link = entry.is_symlink()
+        mode = entry.stat(follow_symlinks=False).st_mode
+    except OSError as exc:
+        shown = _entry_display(path)
+        return _error(shown, "L001", f"cannot read {shown}: {exc.strerror or exc}")
+    shown = _entry_display(path)
+    if not is_link:
+        return _error(shown, "L001", f"{shown} is {_file_type(mode)}, not a regular file")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return _link_problem(path, shown, exc)
+    if stat.S_ISREG(mode):
+        return path
+    if stat.S_ISDIR(mode):
+        return None  # a link to a directory is never followed, whatever its name
+    return _error(shown, "L001", f"{shown} is a symbolic link to {_file_type(mode)}, not to a regular file")
+
+
+def iter_yaml_files(root: Path) -> Iterator[Path | Finding]:
+    """The contract files that ``root`` names, in a stable order, and a finding for each problem met on the way:
+    nothing below ``root`` is ever skipped silently.
+
+    - ``root`` a regular file (or a symbolic link to one): that file, whatever its name.
+    - ``root`` missing, or neither a regular file nor a directory (a FIFO, a socket, a device): a finding (L001).
+    - ``root`` a directory (or a symbolic link to one): the ``.yaml`` and ``.yml`` files below it, depth first, in
+      the order of their paths' parts. Hidden folders (``.git``, ``.venv``, ...) are passed over. Symbolic links to
+      directories are never followed, so a loop of links cannot make the walk go round; a ``.yaml`` link to a
+      regular file is followed. A ``.yaml`` entry that is not a readable regular file (a link to nothing, a FIFO,
+      a socket, a device) is a finding at that path, as is a directory that cannot be listed (L001). When nothing at
+      all turns up under ``root``, that is a finding too (L012): a check pointed at the wrong directory must fail.
+
+    The walk keeps its own stack of directories rather than recursing, so any depth is fine; the directories of
+    one path down the tree are held in memory, sorted, at a time. Findings name the path as given (``root``) or as
+    ``display_path`` shows files; each is at line 1, column 1.
+    """
+    given = str(root)
+    try:
+        mode = os.stat(root).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            yield _error(given, "L001", f"{given}: no such file or directory")
+        else:
+            yield _error(given, "L001", f"cannot read {given}: {exc.strerror or exc}")
+        return
+    except ValueError:  # a NUL byte in the name
+        yield _error(given, "L001", f"{given}: no such file or directory")
+        return
+    if stat.S_ISREG(mode):
         yield root
         return
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel[:-1]):
+    if not stat.S_ISDIR(mode):
+        yield _error(given, "L001", f"{given} is {_file_type(mode)}, not a regular file or a directory")
+        return
+    found = False
+    listed = _scan(root, given)
+    if isinstance(listed, Finding):
+        yield listed
+        return
+    stack: list[Iterator[os.DirEntry[str]]] = [iter(listed)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
             continue
-        if p.suffix in (".yaml", ".yml") and p.is_file():
-            yield p
+        if _is_directory(entry):
+            listed = _scan(Path(entry.path))
+            if isinstance(listed, Finding):
+                found = True
+                yield listed
+            else:
+                stack.append(iter(listed))
+            continue
+        item = _examine(entry)
+        if item is not None:
+            found = True
+            yield item
+    if not found:
+        yield _error(given, "L012", f"no .yaml or .yml files under {given}")

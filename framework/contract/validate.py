@@ -112,6 +112,9 @@ def _collector_paused() -> Iterator[None]:
 
 
 def validate_paths(paths: Iterable[Path], *, import_implementation: bool = True, cross_check: bool = True) -> Report:
+    """Validate the files that ``paths`` name (see :func:`~framework.contract.loader.iter_yaml_files` for how
+    directories are searched). Every problem is a finding of the report, paths that cannot be used included: a
+    missing path, a FIFO, a dangling ``.yaml`` link, a directory without any YAML file."""
     with _collector_paused():
         return _validate_paths(paths, import_implementation=import_implementation, cross_check=cross_check)
 
@@ -122,14 +125,10 @@ def _validate_paths(paths: Iterable[Path], *, import_implementation: bool, cross
     seen: set[Path] = set()
     files = FileCache()  # the subcontracts that many contracts share are read once
     for root in paths:
-        try:
-            exists = root.exists()
-        except OSError:  # e.g. a name longer than the file system allows
-            exists = False
-        if not exists:
-            report.findings.append(Finding(str(root), 1, 1, Level.ERROR, "L001", f"{root}: no such file or directory"))
-            continue
         for path in iter_yaml_files(root):
+            if isinstance(path, Finding):  # missing, unreadable, not a regular file, or a directory without YAML
+                report.findings.append(path)
+                continue
             resolved = path.resolve()
             if resolved in seen:
                 continue

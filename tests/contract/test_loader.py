@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 import pytest
 
@@ -527,6 +529,56 @@ def test_iter_yaml_files_is_recursive_sorted_and_skips_hidden_folders(tmp_path: 
         (tmp_path / name).write_text("x: 1\n")
     (tmp_path / ".dot.yaml").write_text("x: 1\n")
     (tmp_path / "folder.yaml").mkdir()
-    found = [p.relative_to(tmp_path).as_posix() for p in iter_yaml_files(tmp_path)]
+    paths = list(iter_yaml_files(tmp_path))
+    found = [p.relative_to(tmp_path).as_posix() for p in paths if isinstance(p, Path)]
+    assert len(found) == len(paths)
     assert found == [".dot.yaml", "a.yml", "b.yaml", "sub/d.yaml"]
     assert list(iter_yaml_files(tmp_path / "c.json")) == [tmp_path / "c.json"]
+
+
+def test_iter_yaml_files_yields_findings_in_place_of_unusable_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ["a.yaml", "c/e.yaml"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x: 1\n")
+    (tmp_path / "b.yaml").symlink_to("nowhere.yaml")
+    (tmp_path / "c" / "d.yml").symlink_to("../a.yaml")
+    (tmp_path / "c" / "up").symlink_to("..")  # never followed
+    os.mkfifo(tmp_path / "f.yaml")
+    assert list(iter_yaml_files(tmp_path)) == [
+        tmp_path / "a.yaml",
+        Finding(
+            "b.yaml", 1, 1, Level.ERROR, "L001", "b.yaml is a symbolic link to 'nowhere.yaml', which does not exist"
+        ),
+        tmp_path / "c" / "d.yml",
+        tmp_path / "c" / "e.yaml",
+        Finding("f.yaml", 1, 1, Level.ERROR, "L001", "f.yaml is a FIFO (named pipe), not a regular file"),
+    ]
+    # a link named as the root is followed, and findings still show where the entries really are
+    up = tmp_path / "c" / "up"
+    found = list(iter_yaml_files(up))
+    assert [f.path if isinstance(f, Finding) else f for f in found] == [
+        up / "a.yaml",
+        "b.yaml",
+        up / "c" / "d.yml",
+        up / "c" / "e.yaml",
+        "f.yaml",
+    ]
+
+
+def test_iter_yaml_files_does_not_recurse(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["d"] * 300)
+    deep.mkdir(parents=True)
+    (deep / "x.yaml").write_text("x: 1\n")
+    frames, frame = 0, cast(FrameType | None, sys._getframe())
+    while frame is not None:
+        frames, frame = frames + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames + 50)  # far fewer frames than levels
+    try:
+        found = list(iter_yaml_files(tmp_path))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert found == [deep / "x.yaml"]

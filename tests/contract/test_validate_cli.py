@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 import yaml
 
 from framework.cli.main import main
-from framework.contract.findings import Level
+from framework.contract.findings import Finding, Level
 from framework.contract.loader import LoadError
 from framework.contract.schema import SCHEMA_FILES, language_schemas
 from framework.contract.spec import Contract
@@ -320,6 +323,258 @@ def test_each_finding_is_one_line_and_control_characters_are_escaped(onex: Run, 
     ]
     code, out, _ = onex("validate", "--format", "json", "c.yaml")
     assert json.loads(out)["findings"][0]["message"].startswith("unknown field 'a\nb'")  # data keeps the text
+
+
+# --- odd paths: every one is a finding, none is skipped, nothing is an internal error -----------------------------
+
+Chain = Callable[[int, dict[str, str]], str]
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Chain]:
+    """Makes ``d/d/.../d``, ``depth`` levels deep under tmp_path, with ``files`` (name: text) at the bottom, and
+    returns its path relative to tmp_path. Built and removed one level at a time, so that no system call sees more
+    than one name: the chain may be longer than PATH_MAX, and shutil.rmtree, which recurses, could not remove it."""
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def make(depth: int, files: dict[str, str]) -> str:
+        back = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fchdir(top)
+            for _ in range(depth):
+                os.mkdir("d")
+                os.chdir("d")
+            for name, text in files.items():
+                Path(name).write_text(text, encoding="utf-8")
+        finally:
+            os.fchdir(back)
+            os.close(back)
+        return "/".join(["d"] * depth)
+
+    yield make
+    back = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fchdir(top)
+        levels = 0
+        while os.path.isdir("d") and not os.path.islink("d"):
+            os.chdir("d")
+            levels += 1
+        if levels:
+            for name in os.listdir("."):
+                os.unlink(name)
+        for _ in range(levels):
+            os.chdir("..")
+            os.rmdir("d")
+    finally:
+        os.fchdir(back)
+        os.close(back)
+        os.close(top)
+
+
+def test_a_contract_1500_directories_deep_is_checked(onex: Run, chain: Chain) -> None:
+    deep = chain(
+        1500,
+        {"clean.yaml": yaml.safe_dump(CLEAN, sort_keys=False), "broken.yaml": yaml.safe_dump(BROKEN, sort_keys=False)},
+    )
+    assert onex("validate", deep) == (
+        1,
+        f"{deep}/broken.yaml:7:1: error X003 an EFFECT node must declare at least one effect in 'effects'\n"
+        "2 files checked: 1 error, 0 warnings\n",
+        "",
+    )
+    assert onex("validate", "--strict", f"{deep}/clean.yaml") == (0, "1 file checked: 0 errors, 0 warnings\n", "")
+
+
+def test_a_clean_contract_1500_directories_deep_passes(onex: Run, chain: Chain) -> None:
+    chain(1500, {"clean.yaml": yaml.safe_dump(CLEAN, sort_keys=False)})
+    assert onex("validate", "--strict", "d") == (0, "1 file checked: 0 errors, 0 warnings\n", "")
+
+
+def test_a_directory_deeper_than_path_max_is_a_finding(onex: Run, chain: Chain) -> None:
+    path_max = os.pathconf(".", "PC_PATH_MAX")
+    chain(path_max // 2 + 10, {"clean.yaml": yaml.safe_dump(CLEAN, sort_keys=False)})
+    unlisted = "/".join(["d"] * (path_max // 2 + 1))  # the first whose relative path is PATH_MAX long or longer
+    assert onex("validate", "d") == (
+        1,
+        f"{unlisted}:1:1: error L001 cannot read directory {unlisted}: File name too long\n"
+        "0 files checked: 1 error, 0 warnings\n",
+        "",
+    )
+
+
+def _special(kind: str, name: str) -> str:
+    """Makes a special file ``name`` in the working directory; returns the path to name on the command line."""
+    if kind == "fifo":
+        os.mkfifo(name)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(name)
+    else:
+        return "/dev/null"
+    return name
+
+
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [("fifo", "a FIFO (named pipe)"), ("socket", "a socket"), ("device", "a character device")],
+)
+def test_a_special_file_named_explicitly_is_a_finding(onex: Run, kind: str, what: str) -> None:
+    named = _special(kind, "special.yaml")
+    assert onex("validate", named) == (
+        1,
+        f"{named}:1:1: error L001 {named} is {what}, not a regular file or a directory\n"
+        "0 files checked: 1 error, 0 warnings\n",
+        "",
+    )
+
+
+def test_special_yaml_entries_of_a_directory_are_findings(onex: Run, tmp_path: Path) -> None:
+    write(tmp_path, "dir/a.yaml", CLEAN)
+    os.chdir(tmp_path / "dir")
+    _special("fifo", "pipe.yaml")
+    _special("socket", "sock.yml")
+    _special("fifo", "pipe.txt")  # not a contract file by its name: passed over
+    os.symlink("/dev/null", "null.yaml")
+    os.chdir(tmp_path)
+    assert onex("validate", "dir") == (
+        1,
+        "dir/null.yaml:1:1: error L001 dir/null.yaml is a symbolic link to a character device, not to a regular file\n"
+        "dir/pipe.yaml:1:1: error L001 dir/pipe.yaml is a FIFO (named pipe), not a regular file\n"
+        "dir/sock.yml:1:1: error L001 dir/sock.yml is a socket, not a regular file\n"
+        "1 file checked: 3 errors, 0 warnings\n",
+        "",
+    )
+
+
+def test_dangling_and_looping_yaml_links_are_findings(onex: Run, tmp_path: Path) -> None:
+    write(tmp_path, "dir/a.yaml", CLEAN)
+    links = {
+        "gone.yaml": "missing/contract.yaml",
+        "loop1.yaml": "loop2.yaml",
+        "loop2.yaml": "loop1.yaml",
+        "alias.yaml": "a.yaml",  # a link to a contract: checked, once
+        "gone.txt": "nowhere.txt",  # not a contract file by its name: passed over
+    }
+    for name, target in links.items():
+        (tmp_path / "dir" / name).symlink_to(target)
+    assert onex("validate", "dir") == (
+        1,
+        "dir/gone.yaml:1:1: error L001 dir/gone.yaml is a symbolic link to 'missing/contract.yaml', which does not "
+        "exist\n"
+        "dir/loop1.yaml:1:1: error L001 dir/loop1.yaml is a symbolic link in a loop of links: it leads to no file\n"
+        "dir/loop2.yaml:1:1: error L001 dir/loop2.yaml is a symbolic link in a loop of links: it leads to no file\n"
+        "1 file checked: 3 errors, 0 warnings\n",
+        "",
+    )
+    assert onex("validate", "dir/gone.yaml") == (
+        1,
+        "dir/gone.yaml:1:1: error L001 dir/gone.yaml: no such file or directory\n"
+        "0 files checked: 1 error, 0 warnings\n",
+        "",
+    )
+
+
+def test_a_loop_of_directory_links_ends(onex: Run, tmp_path: Path) -> None:
+    write(tmp_path, "a/b/c.yaml", CLEAN)
+    (tmp_path / "a" / "b" / "up").symlink_to("..")
+    (tmp_path / "a" / "b" / "again").symlink_to("../../a")
+    (tmp_path / "a" / "self").symlink_to(".")
+    assert onex("validate", "a") == (0, "1 file checked: 0 errors, 0 warnings\n", "")
+    # a link named on the command line is followed; the links below it are not
+    assert onex("validate", "a/b/up") == (0, "1 file checked: 0 errors, 0 warnings\n", "")
+
+
+def test_links_to_directories_are_not_followed(onex: Run, tmp_path: Path) -> None:
+    write(tmp_path, "elsewhere/x.yaml", CLEAN)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "other").symlink_to("../elsewhere")
+    (tmp_path / "links" / "other.yaml").symlink_to("../elsewhere")
+    assert onex("validate", "links") == (
+        1,
+        "links:1:1: error L012 no .yaml or .yml files under links\n0 files checked: 1 error, 0 warnings\n",
+        "",
+    )
+
+
+def test_a_directory_without_yaml_files_is_an_error(onex: Run, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert onex("validate", "empty") == (
+        1,
+        "empty:1:1: error L012 no .yaml or .yml files under empty\n0 files checked: 1 error, 0 warnings\n",
+        "",
+    )
+    write(tmp_path, "wrong/notes.txt", "not: [valid")
+    write(tmp_path, "wrong/data.json", "{}")
+    write(tmp_path, "wrong/.git/x.yaml", CLEAN)  # hidden folders are not searched
+    write(tmp_path, "wrong/sub/.yaml", CLEAN)  # a name that is all suffix is no contract file
+    write(tmp_path, "right/a.yaml", CLEAN)
+    (tmp_path / "right" / "empty").mkdir()  # only the directories named on the command line must hold YAML
+    code, out, err = onex("validate", "--format", "json", "right", "wrong")
+    assert (code, err) == (1, "")
+    assert json.loads(out) == {
+        "files": 1,
+        "errors": 1,
+        "warnings": 0,
+        "findings": [
+            {
+                "path": "wrong",
+                "line": 1,
+                "col": 1,
+                "level": "error",
+                "code": "L012",
+                "message": "no .yaml or .yml files under wrong",
+            }
+        ],
+    }
+
+
+def test_a_directory_that_cannot_be_listed_is_a_finding(
+    onex: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "top/a.yaml", CLEAN)
+    write(tmp_path, "top/locked/b.yaml", CLEAN)
+    scandir = os.scandir
+
+    def refuse(path: Any) -> Any:  # a permission test of its own: the tests may run as root
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    message = "top/locked:1:1: error L001 cannot read directory top/locked: Permission denied\n"
+    assert onex("validate", "top") == (1, message + "1 file checked: 1 error, 0 warnings\n", "")
+    assert onex("validate", "top/locked") == (1, message + "0 files checked: 1 error, 0 warnings\n", "")
+
+
+def test_odd_paths_in_validate_paths_are_findings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("pipe.yaml")
+    (tmp_path / "empty").mkdir()
+    report = validate_paths([Path("pipe.yaml"), Path("empty"), Path("bad\0name")])
+    assert report.files == 0
+    assert report.findings == [
+        Finding("bad\0name", 1, 1, Level.ERROR, "L001", "bad\0name: no such file or directory"),
+        Finding("empty", 1, 1, Level.ERROR, "L012", "no .yaml or .yml files under empty"),
+        Finding(
+            "pipe.yaml",
+            1,
+            1,
+            Level.ERROR,
+            "L001",
+            "pipe.yaml is a FIFO (named pipe), not a regular file or a directory",
+        ),
+    ]
+
+
+def test_help_documents_the_exit_codes(onex: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        onex("validate", "--help")
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "Exit codes: 0 clean (warnings allowed unless --strict), 1 errors, 2 usage, "
+        "3 internal error (a bug in onex, please report it)."
+    ) in text
 
 
 # --- onex schema --------------------------------------------------------------------------------------------------
