@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.stamping [--seconds 5] [--connections 100,1000] [--repeat 3] [--rate 500]
 
 The host (embedded PostgreSQL, embedded Kafka) runs in a child process, as does the bare endpoint; the load
-generator is this process (aiohttp client, keep-alive connections), all on 127.0.0.1 and the same cores, so the
+generator is this process (``bench/_http.py``: a lean HTTP/1.1 client on keep-alive connections, so that the
+generator takes little of the CPU it shares with the service), all on 127.0.0.1 and the same cores, so the
 ratios are what the goals are about, not the absolute numbers. Prints: throughput of /hash and /stamp against the
 bare endpoint at each connection count (each round measures all three back to back; ``--repeat`` rounds print the
 range of the ratios), errors, /stamp latency at a steady rate, in-process hashing of 1 KB, a 100 MB file against
@@ -38,6 +39,7 @@ from pathlib import Path
 import aiohttp
 
 from bench._common import percentile, table
+from bench._http import HttpError, LoadClient
 from framework.adapters.hashing import hash_bytes, hash_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def rss_mb(pid: int) -> float:
 
 #: A request body by sequence number: every request of a run gets a body of its own where that matters (stamps).
 Bodies = Callable[[int], bytes]
-_CLIENT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+_CLIENT_ERRORS = (HttpError, OSError, TimeoutError)
 
 
 async def load(url: str, bodies: Bodies, connections: int, seconds: float) -> tuple[float, int, list[float]]:
@@ -83,30 +85,30 @@ async def load(url: str, bodies: Bodies, connections: int, seconds: float) -> tu
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+    client = LoadClient(url)
 
-        async def worker(i: int) -> None:
-            nonlocal errors
-            n = i
-            while time.perf_counter() < stop:
-                body = bodies(n)
-                n += connections
-                started = time.perf_counter()
-                try:
-                    async with http.post(url, data=body, headers=JSON) as resp:
-                        await resp.read()
-                        ok = resp.status == 200
-                except _CLIENT_ERRORS:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
+    async def worker(i: int) -> None:
+        nonlocal errors
+        n = i
+        while time.perf_counter() < stop:
+            body = bodies(n)
+            n += connections
+            started = time.perf_counter()
+            try:
+                ok = (await client.post(body))[0] == 200
+            except _CLIENT_ERRORS:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
 
+    try:
         began = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(connections)))
         elapsed = time.perf_counter() - began
+    finally:
+        await client.close()
     return len(latencies) / elapsed, errors, sorted(latencies)
 
 
@@ -118,24 +120,19 @@ async def steady(url: str, bodies: Bodies, rate: float, seconds: float) -> tuple
     an error and with its latency)."""
     latencies: list[float] = []
     errors = 0
-    sent_late: list[float] = []
     total = int(rate * seconds)
-    # No pool limit: an open-loop generator must not queue requests behind busy connections.
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+    client = LoadClient(url)  # no pool limit: an open loop must not queue requests behind busy connections
 
-        async def one(body: bytes, due: float) -> None:
-            nonlocal errors
-            sent_late.append(time.perf_counter() - due)
-            try:
-                async with http.post(url, data=body, headers=JSON) as resp:
-                    await resp.read()
-                    errors += resp.status != 200
-            except _CLIENT_ERRORS:
-                errors += 1
-            latencies.append(time.perf_counter() - due)
+    async def one(body: bytes, due: float) -> None:
+        nonlocal errors
+        try:
+            errors += (await client.post(body))[0] != 200
+        except _CLIENT_ERRORS:
+            errors += 1
+        latencies.append(time.perf_counter() - due)
 
-        tasks = []
+    tasks = []
+    try:
         began = time.perf_counter()
         for i in range(total):
             due = began + i / rate
@@ -145,6 +142,8 @@ async def steady(url: str, bodies: Bodies, rate: float, seconds: float) -> tuple
             tasks.append(asyncio.create_task(one(bodies(i), due)))
         sending = time.perf_counter() - began
         await asyncio.gather(*tasks)
+    finally:
+        await client.close()
     return errors, total / max(sending, 1 / rate), sorted(latencies)
 
 
@@ -158,7 +157,7 @@ async def quiesce(http_base: str, within_s: float = 60.0) -> None:
                 async with http.get(http_base + "/health") as resp:
                     answer = await resp.json()
                 pending = answer["data"]["components"]["outbox"]["pending"]
-            except (*_CLIENT_ERRORS, KeyError, TypeError, ValueError):
+            except (aiohttp.ClientError, OSError, TimeoutError, KeyError, TypeError, ValueError):
                 pending = None
             if pending == 0:
                 break
