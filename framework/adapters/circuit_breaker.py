@@ -74,6 +74,7 @@ class CircuitBreaker:
         self._last_failure = ""
         self._opened_total = 0
         self._rejected_total = 0
+        self._probes_total = 0
         self._failures_total = 0
         self._successes_total = 0
 
@@ -92,12 +93,14 @@ class CircuitBreaker:
                 self._reject(now, self._open_until - now)
             self._state = CircuitState.HALF_OPEN
             self._probe_started = now
+            self._probes_total += 1
             logger.info("circuit half-open: letting one probe through", extra={"circuit": self.name})
             return True
         # Half-open: one probe at a time, unless the one in flight has gone silent for too long.
         if self._probe_started is not None and now - self._probe_started < self.probe_timeout_s:
             self._reject(now, 0.0)
         self._probe_started = now
+        self._probes_total += 1
         return True
 
     def record_success(self) -> None:
@@ -141,6 +144,7 @@ class CircuitBreaker:
             "open_until": self._wall_time(self._open_until, now) if self._state is CircuitState.OPEN else None,
             "opened_total": self._opened_total,
             "rejected_total": self._rejected_total,
+            "probes_total": self._probes_total,
             "failures_total": self._failures_total,
             "successes_total": self._successes_total,
             "last_failure": self._last_failure or None,

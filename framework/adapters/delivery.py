@@ -20,6 +20,7 @@ from framework.ports.event_bus import (
     DLT_OFFSET,
     DLT_PARTITION,
     DLT_TOPIC,
+    ON_DUPLICATE,
     DeliveryPolicy,
     Handler,
     Headers,
@@ -145,10 +146,13 @@ class Delivery:
     - a message goes to the dead-letter topic with its value, key and original headers unchanged plus the ``DLT_*``
       headers; if the broker refuses the dead letter, it is retried (the partition waits) until it succeeds or the
       subscription stops, because committing without it would lose the message;
-    - dead-lettered and dropped event ids are not marked processed: a replay after a fix handles them.
+    - dead-lettered and dropped event ids are not marked processed: a replay after a fix handles them;
+    - a skipped, already processed event is reported to the handler's ``on_duplicate(topic, envelope)`` when it has
+      one (:data:`framework.ports.event_bus.ON_DUPLICATE`): observers such as the host's event log see what the
+      handler never does.
     """
 
-    __slots__ = ("_dead_letter_sink", "_environment", "_group", "_handler", "_policy", "_processed")
+    __slots__ = ("_dead_letter_sink", "_environment", "_group", "_handler", "_on_duplicate", "_policy", "_processed")
 
     def __init__(
         self,
@@ -162,6 +166,7 @@ class Delivery:
     ) -> None:
         self._group = group
         self._handler = handler
+        self._on_duplicate: Callable[[str, OnexEnvelopeV1], None] | None = getattr(handler, ON_DUPLICATE, None)
         self._policy = policy
         self._processed = processed
         self._dead_letter_sink = dead_letter
@@ -191,6 +196,11 @@ class Delivery:
             seen = False
         if seen:
             logger.info("skipped already processed event", extra=self._where(topic, partition, offset, event_id))
+            if self._on_duplicate is not None:
+                try:
+                    self._on_duplicate(topic, envelope)
+                except Exception:  # an observer's failure is not the message's
+                    logger.warning("on_duplicate observer failed", exc_info=True)
             return True
         attempt = 1
         while True:

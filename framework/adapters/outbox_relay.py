@@ -22,8 +22,12 @@ which starts again from the oldest unsent row. It never drops a row: a broker ou
 exception is a row whose value is not an envelope (only possible if something else wrote the table): it could never
 be published, so it is copied to ``dead_letters`` and marked sent with its reason in ``last_error``.
 
-``enqueue`` sends ``NOTIFY onex_outbox`` with its transaction, which wakes the relay at once; without notifications
-it polls every ``poll_interval_s``.
+``enqueue`` sends no ``NOTIFY`` inside its transaction (that would serialise every enqueuing commit on PostgreSQL's
+notify lock): once a transaction that enqueued has committed, the store sends ``NOTIFY onex_outbox`` on a pooled
+connection outside any transaction, coalescing the commits of a short window into one notification (see
+:mod:`framework.adapters.postgres_store`). It wakes the relay, which is listening on its lock connection, right
+after the commit; a notification that is lost (the store stopping, a connection error) is covered by the relay's
+poll every ``poll_interval_s``.
 
 Delivery is at least once: if the relay dies (or loses its database connection) after the broker acknowledged a
 batch and before the commit that marks it sent, the next leader publishes those rows again. Consumers deduplicate by
@@ -76,6 +80,9 @@ _MAX_ERROR_TEXT: Final = 2000
 #: Counting the backlog after every full batch would cost more than the batches while draining a large one.
 _COUNT_INTERVAL_S: Final = 1.0
 
+#: ``on_published(topic, envelope, started, acknowledged)``: an outbox row the broker acknowledged (wall-clock times).
+Published = Callable[[str, OnexEnvelopeV1, float, float], None]
+
 
 async def publish_or_enqueue(
     bus: EventBus,
@@ -85,14 +92,16 @@ async def publish_or_enqueue(
     key: bytes | None = None,
     headers: Headers = (),
     store: Store | None = None,
-) -> None:
+) -> bool:
     """Publish ``envelope``, through the outbox of the transaction open in this context (of ``store``, if given)
-    when there is one, so the event commits with that transaction's writes; directly through ``bus`` otherwise."""
+    when there is one, so the event commits with that transaction's writes; directly through ``bus`` otherwise.
+    Returns whether it was published directly (``True``: the broker acknowledged it) rather than enqueued."""
     tx = current_transaction(store)
     if tx is not None:
         await tx.enqueue(topic, envelope, key=key, headers=headers)
-    else:
-        await bus.publish(topic, envelope, key=key, headers=headers)
+        return False
+    await bus.publish(topic, envelope, key=key, headers=headers)
+    return True
 
 
 class _PublishFailed(Exception):
@@ -112,6 +121,8 @@ class OutboxRelay(Resource):
     ``initial_backoff_s`` to ``max_backoff_s``; each publish may take ``publish_timeout_s``; at most
     ``max_concurrent_keys`` keys are published concurrently; ``stop()`` lets a batch in flight finish for up to
     ``drain_timeout_s`` before cancelling it (its rows are then published again by the next leader).
+    ``on_published(topic, envelope, started, acknowledged)`` (``time.time()`` values; no I/O, it must not block) is
+    called for each row the broker acknowledged: the host's event log.
     """
 
     resource_name = "outbox relay"
@@ -130,6 +141,7 @@ class OutboxRelay(Resource):
         max_concurrent_keys: int = 64,
         drain_timeout_s: float = 10.0,
         lock_key: int = OUTBOX_LOCK_KEY,
+        on_published: Published | None = None,
     ) -> None:
         super().__init__()
         if type(batch_size) is not int or batch_size < 1:
@@ -158,6 +170,7 @@ class OutboxRelay(Resource):
         self._max_concurrent_keys = max_concurrent_keys
         self._drain_timeout_s = drain_timeout_s
         self._lock_key = lock_key
+        self._on_published = on_published
         self._task: asyncio.Task[None] | None = None
         self._lock_connection: Any = None
         self._leader = False
@@ -400,18 +413,23 @@ class OutboxRelay(Resource):
             else:
                 sequences.append(group)
         limit = asyncio.Semaphore(self._max_concurrent_keys)
+        on_published = self._on_published
 
         async def publish_together(topic: str, headers: Headers, items: list[Any]) -> None:
             envelopes = [envelope for _, envelope, _ in items]
+            started = time.time()
             try:
                 await asyncio.wait_for(
                     self._bus.publish_many(topic, envelopes, headers=headers), self._publish_timeout_s
                 )
             except PublishManyError as exc:
                 acknowledged = set(exc.acknowledged)
-                for index, (row, _, _) in enumerate(items):
+                finished = time.time()
+                for index, (row, envelope, _) in enumerate(items):
                     if index in acknowledged:
                         sent.append(row["id"])
+                        if on_published is not None:
+                            on_published(topic, envelope, started, finished)
                     else:
                         failures.append((row["id"], exc.errors.get(index, exc)))
                 return
@@ -419,10 +437,15 @@ class OutboxRelay(Resource):
                 failures.extend((row["id"], exc) for row, _, _ in items)
                 return
             sent.extend(row["id"] for row, _, _ in items)
+            if on_published is not None:
+                finished = time.time()
+                for envelope in envelopes:
+                    on_published(topic, envelope, started, finished)
 
         async def publish_sequence(group: list[tuple[dict[str, Any], OnexEnvelopeV1, Headers]]) -> None:
             async with limit:
                 for row, envelope, headers in group:
+                    started = time.time()
                     try:
                         await asyncio.wait_for(
                             self._bus.publish(row["topic"], envelope, key=row["key"], headers=headers),
@@ -432,6 +455,8 @@ class OutboxRelay(Resource):
                         failures.append((row["id"], exc))
                         return
                     sent.append(row["id"])
+                    if on_published is not None:
+                        on_published(row["topic"], envelope, started, time.time())
 
         await asyncio.gather(
             *(publish_together(topic, headers, items) for (topic, headers), items in singles.items()),

@@ -1,10 +1,11 @@
 """``PostgresStore``: the :class:`~framework.ports.store.Store` port on an asyncpg pool.
 
-Pool: ``min_size`` 10 and ``max_size`` 50 connections by default. Statements are prepared and cached by asyncpg *per
-connection* (an LRU of ``statement_cache_size`` statements each): the first use of a statement on a connection
-prepares it (one extra round trip), later uses on that connection skip parsing and planning. So keep SQL text stable
-(parameters, never values formatted in) and expect up to ``max_size`` prepares of each statement. A server-side
-pooler in transaction mode (pgbouncer) needs ``statement_cache_size=0``.
+Pool: ``min_size`` 10 and ``max_size`` 50 connections by default (a host takes them from ``ONEX_DB_POOL_MIN`` and
+``ONEX_DB_POOL_MAX``). Statements are prepared and cached by asyncpg *per connection* (an LRU of
+``statement_cache_size`` statements each): the first use of a statement on a connection prepares it (one extra round
+trip), later uses on that connection skip parsing and planning. So keep SQL text stable (parameters, never values
+formatted in) and expect up to ``max_size`` prepares of each statement. A server-side pooler in transaction mode
+(pgbouncer) needs ``statement_cache_size=0``.
 
 JSON and JSONB parameters take Python values and come back decoded (codecs are installed on every connection).
 
@@ -63,7 +64,7 @@ import asyncpg
 
 from framework.adapters.circuit_breaker import CircuitBreaker
 from framework.adapters.delivery import check_topic_name
-from framework.adapters.migrator import Migration, Migrator
+from framework.adapters.migrator import Migration, Migrator, PartitionChange
 from framework.adapters.services import redact_dsn
 from framework.errors import PortError, QueryError, RetriablePortError, UsageError
 from framework.events.envelope import OnexEnvelopeV1
@@ -568,6 +569,17 @@ class PostgresStore(Resource):
         finally:
             await connection.close()
 
+    async def maintain_partitions(self, months_ahead: int = 3, keep_months: int = 12) -> list[PartitionChange]:
+        """The ``hash_metrics`` partition maintenance of ``onex db partitions`` (same defaults), on a dedicated
+        connection: create this month's and the next ``months_ahead`` months' partitions, drop those older than
+        ``keep_months``. Raises :class:`~framework.adapters.migrator.MigrationError` when the database refuses (or
+        lacks the hash_metrics migration), :class:`RetriablePortError` when it cannot be reached."""
+        connection = await self.connect()
+        try:
+            return await Migrator(connection, self._migrations_dir).ensure_partitions(months_ahead, keep_months)
+        finally:
+            await connection.close()
+
     async def connect(self) -> Any:
         """A dedicated asyncpg connection outside the pool (for session state: advisory locks, LISTEN); the caller
         closes it. Not guarded by the circuit breaker, which guards the pool."""
@@ -627,24 +639,56 @@ class PostgresStore(Resource):
             raise UsageError(f"isolation must be read_committed, repeatable_read or serializable, got {isolation!r}")
         return _TransactionScope(self, isolation, readonly)
 
-    async def _begin(self, isolation: str | None, readonly: bool) -> tuple[Any, Any]:
-        self.require_started("open a transaction")
-        pool = self._pool
+    async def copy_records(self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str]) -> int:
+        """Bulk-load ``records`` into ``table`` with ONE ``COPY`` on a pooled connection, outside any transaction: the
+        statement commits by itself, all rows or none, with no ``BEGIN``/``COMMIT`` round trips. For append-only writes
+        that belong to no transaction (the event log); inside a transaction use ``tx.copy_records``. Guarded by the
+        circuit breaker and failing like a transaction (``RetriablePortError`` when the server is away). Returns the
+        number of rows copied."""
+        if isinstance(columns, str):
+            raise UsageError(f"columns must be a sequence of column names, got the string {columns!r}")
+        self.require_started("copy records")
         probe = self._breaker.allow()
         try:
+            connection = await self._acquire()
             try:
-                connection = await pool.acquire(timeout=self._acquire_timeout_s)
-            except TimeoutError as exc:
-                if pool.get_size() >= self.max_size and pool.get_idle_size() == 0:
-                    self._counters["acquire_timeouts"] += 1
-                    raise RetriablePortError(
-                        f"no free connection in the pool of {self.display_dsn} within {self._acquire_timeout_s:g} s: "
-                        f"all {self.max_size} are in use; raise max_size or hold transactions for less time"
-                    ) from exc
-                raise self._unreachable(exc, "connecting") from exc
+                status = await connection.copy_records_to_table(table, records=records, columns=list(columns))
             except _DRIVER_ERRORS as exc:
-                raise self._unreachable(exc, "connecting") from exc
-            self._check_pool_usage()
+                if is_connection_failure(exc) and not _is_closed(connection):
+                    connection.terminate()  # so the pool replaces it instead of handing it out again
+                raise self._port_error(exc, f"COPY {table}") from exc
+            finally:
+                await self._release(connection)
+        except BaseException:
+            if probe:
+                self._breaker.release_probe()  # a verdict, if there was one, was recorded already
+            raise
+        self._breaker.record_success()
+        return int(status.rsplit(" ", 1)[-1]) if str(status).startswith("COPY") else 0
+
+    async def _acquire(self) -> Any:
+        """A connection of the pool (the caller releases it); ``RetriablePortError`` if none comes."""
+        pool = self._pool
+        try:
+            connection = await pool.acquire(timeout=self._acquire_timeout_s)
+        except TimeoutError as exc:
+            if pool.get_size() >= self.max_size and pool.get_idle_size() == 0:
+                self._counters["acquire_timeouts"] += 1
+                raise RetriablePortError(
+                    f"no free connection in the pool of {self.display_dsn} within {self._acquire_timeout_s:g} s: "
+                    f"all {self.max_size} are in use; raise max_size or hold transactions for less time"
+                ) from exc
+            raise self._unreachable(exc, "connecting") from exc
+        except _DRIVER_ERRORS as exc:
+            raise self._unreachable(exc, "connecting") from exc
+        self._check_pool_usage()
+        return connection
+
+    async def _begin(self, isolation: str | None, readonly: bool) -> tuple[Any, Any]:
+        self.require_started("open a transaction")
+        probe = self._breaker.allow()
+        try:
+            connection = await self._acquire()
             try:
                 handle = connection.transaction(isolation=isolation, readonly=readonly)
                 await handle.start()

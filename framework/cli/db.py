@@ -1,7 +1,8 @@
 """``onex db partitions [--ahead N] [--keep N]``: maintain the monthly partitions of ``hash_metrics``.
 
-Run it monthly (cron, a systemd timer) on a long-lived database; ``onex migrate up`` runs it too. Same database
-flags as ``onex migrate``; exit codes 0 done, 1 failed, 2 usage.
+``onex migrate up`` runs it too, and so does a running host: on start and then every ``ONEX_PARTITION_MAINTENANCE_S``
+seconds (default 6 h). Run it monthly (cron, a systemd timer) on a long-lived database no host keeps running. Same
+database flags as ``onex migrate``; exit codes 0 done, 1 failed, 2 usage.
 """
 
 from __future__ import annotations

@@ -20,6 +20,19 @@ def add_host_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--postgres-dsn", help="external PostgreSQL (POSTGRES_DSN); default: embedded")
     p.add_argument("--kafka-bootstrap-servers", help="external Kafka (KAFKA_BOOTSTRAP_SERVERS); default: embedded")
     p.add_argument("--bus", choices=BUSES, help="event bus (ONEX_BUS, default kafka)")
+    p.add_argument(
+        "--event-log",
+        choices=("on", "off"),
+        type=str.lower,
+        help="write event_logs (every event consumed and published) when the host has a database "
+        "(ONEX_EVENT_LOG, default on)",
+    )
+    p.add_argument(
+        "--db-pool-min", metavar="N", help="PostgreSQL connections opened on start (ONEX_DB_POOL_MIN, default 10)"
+    )
+    p.add_argument(
+        "--db-pool-max", metavar="N", help="most PostgreSQL connections to open (ONEX_DB_POOL_MAX, default 50)"
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -31,6 +44,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         postgres_dsn=args.postgres_dsn,
         kafka_bootstrap_servers=args.kafka_bootstrap_servers,
         bus=args.bus,
+        event_log=args.event_log,
+        db_pool_min=args.db_pool_min,
+        db_pool_max=args.db_pool_max,
     )
 
 

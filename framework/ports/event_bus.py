@@ -9,7 +9,8 @@ Delivery rules every implementation keeps:
   last attempt the original message goes to the dead-letter topic with headers saying what failed;
 - a message that cannot be decoded, or whose handler raises ``PoisonMessage`` (e.g. an invalid payload), goes to
   the dead-letter topic at once;
-- an event id that the group already processed is skipped (:class:`ProcessedEvents`);
+- an event id that the group already processed is skipped (:class:`ProcessedEvents`), and reported to the
+  handler's ``on_duplicate`` when it has one (:data:`ON_DUPLICATE`);
 - ``Subscription.stop()`` drains: the handler in flight finishes and its offset is committed.
 
 Publishing rules:
@@ -59,6 +60,11 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+
+#: Optional attribute of a :data:`Handler`: ``on_duplicate(topic, envelope)``, called (synchronously, never awaited)
+#: for each message the subscription skips because its group already processed the event id. The handler itself
+#: never sees those; an observer (the host's event log) does.
+ON_DUPLICATE = "on_duplicate"
 
 
 class PublishManyError(PortError):

@@ -27,7 +27,11 @@ ENV_VARS: Mapping[str, str] = {
     "ONEX_DRAIN_TIMEOUT_S": "drain_timeout_s",
     "ONEX_HEARTBEAT_S": "heartbeat_interval_s",
     "ONEX_WORKFLOW_LEASE_S": "workflow_lease_s",
+    "ONEX_DB_POOL_MIN": "db_pool_min",
+    "ONEX_DB_POOL_MAX": "db_pool_max",
+    "ONEX_PARTITION_MAINTENANCE_S": "partition_maintenance_s",
     "ONEX_INSTANCE_ID": "instance_id",
+    "ONEX_EVENT_LOG": "event_log",
 }
 
 
@@ -43,20 +47,51 @@ class Settings:
     drain_timeout_s: float = 30.0
     heartbeat_interval_s: float = 30.0
     workflow_lease_s: float = 30.0
+    #: PostgreSQL pool of the host's store: connections opened on start, and the most it opens.
+    db_pool_min: int = 10
+    db_pool_max: int = 50
+    #: Seconds between runs of the hash_metrics partition maintenance while the host runs (0: never).
+    partition_maintenance_s: float = 6 * 3600.0
     instance_id: str | None = None
+    #: Write the event log (event_logs: every event consumed and published), when the host has a database.
+    event_log: bool = True
 
     @classmethod
     def load(cls, environ: Mapping[str, str] = os.environ, **flags: Any) -> Settings:
         """Defaults, overridden by environment variables, overridden by flags that are not None."""
         base = cls()
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for var, name in ENV_VARS.items():
             if environ.get(var):
                 values[name] = _convert(var, name, environ[var])
+                sources[name] = f"{var}={environ[var].strip()}"
         for name, value in flags.items():
             if value is not None:
-                values[name] = _convert(f"--{name.replace('_', '-')}", name, value)
+                flag = f"--{name.replace('_', '-')}"
+                values[name] = _convert(flag, name, value)
+                sources[name] = f"{flag}={str(value).strip()}"
+        low, high = values.get("db_pool_min", base.db_pool_min), values.get("db_pool_max", base.db_pool_max)
+        if high < low:
+            raise UsageError(
+                f"{sources.get('db_pool_max', f'ONEX_DB_POOL_MAX={high} (the default)')} is below "
+                f"{sources.get('db_pool_min', f'ONEX_DB_POOL_MIN={low} (the default)')}: the pool's maximum must be "
+                "at least its minimum; set both (e.g. ONEX_DB_POOL_MIN=2 ONEX_DB_POOL_MAX=10)"
+            )
         return replace(base, **values)
+
+    def __post_init__(self) -> None:
+        # Settings built in code rather than by load() get the same checks on the pool.
+        if type(self.db_pool_min) is not int or self.db_pool_min < 1:
+            raise UsageError(f"db_pool_min must be an integer >= 1, got {self.db_pool_min!r}")
+        if type(self.db_pool_max) is not int or self.db_pool_max < self.db_pool_min:
+            raise UsageError(
+                f"db_pool_max must be an integer >= db_pool_min ({self.db_pool_min}), got {self.db_pool_max!r}"
+            )
+        if not self.partition_maintenance_s >= 0:
+            raise UsageError(
+                f"partition_maintenance_s must be >= 0 seconds (0 disables it), got {self.partition_maintenance_s!r}"
+            )
 
 
 def _convert(source: str, name: str, value: Any) -> Any:
@@ -72,6 +107,18 @@ def _convert(source: str, name: str, value: Any) -> Any:
             seconds = -1.0
         if seconds <= 0:
             raise UsageError(f"{source}={text!r}: expected a positive number of seconds")
+        return seconds
+    if name in ("db_pool_min", "db_pool_max"):
+        if not text.isdigit() or int(text) < 1:
+            raise UsageError(f"{source}={text!r}: expected a whole number of connections >= 1")
+        return int(text)
+    if name == "partition_maintenance_s":
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds < float("inf"):
+            raise UsageError(f"{source}={text!r}: expected a number of seconds >= 0 (0 disables the maintenance)")
         return seconds
     if name == "log_level":
         if text.upper() not in LOG_LEVELS:
@@ -90,6 +137,12 @@ def _convert(source: str, name: str, value: Any) -> Any:
         return text
     if name == "data_dir":
         return Path(text)
+    if name == "event_log":
+        if isinstance(value, bool):
+            return value
+        if text.lower() not in ("on", "off"):
+            raise UsageError(f"{source}={text!r}: expected on or off")
+        return text.lower() == "on"
     if name == "instance_id":
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
             raise UsageError(

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from framework.adapters.circuit_breaker import CircuitState
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.adapters.memory_bus import MemoryEventBus
 from framework.adapters.memory_fsm_store import MemoryFSMStore
@@ -30,7 +31,16 @@ from framework.adapters.postgres_store import PostgresStore
 from framework.adapters.services import open_services, redact_dsn
 from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
-from framework.ports.event_bus import DeliveryPolicy, EventBus, Handler, Message, Subscription
+from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import (
+    ON_DUPLICATE,
+    DeliveryPolicy,
+    EventBus,
+    Handler,
+    Message,
+    Subscription,
+    dead_letter_topic,
+)
 from framework.ports.fsm_store import FSMStore
 from framework.ports.resource import Resource
 from framework.runtime.catalog import bind_effects, node_class
@@ -38,7 +48,17 @@ from framework.runtime.config import Settings
 from framework.runtime.http import respond, unified_errors
 from framework.runtime.kinds.base import Node, NodeRuntime
 from framework.runtime.logs import log_context
-from framework.runtime.metrics import Gauge, Metrics
+from framework.runtime.metrics import Counter, CounterReading, Gauge, Metrics
+from framework.runtime.tracing import (
+    CANCELLED,
+    DEAD_LETTERED,
+    DROPPED,
+    DUPLICATE,
+    HANDLED,
+    RETRYING,
+    EventTracer,
+    error_text,
+)
 
 log = logging.getLogger("onex.host")
 
@@ -101,6 +121,14 @@ def uses_database(contract: Contract) -> bool:
     )
 
 
+def _failed_status(policy: DeliveryPolicy, topic: str, *, last: bool) -> str:
+    """The event log's status of a failed attempt, as the delivery will decide: retried, or at the last attempt
+    dead-lettered, or dropped when the subscription has no dead-letter topic (off, or the topic is one itself)."""
+    if not last:
+        return RETRYING
+    return DEAD_LETTERED if policy.dead_letter and dead_letter_topic(topic) != topic else DROPPED
+
+
 class Host(Resource):
     """Hosts the nodes of ``contracts`` in this process."""
 
@@ -119,6 +147,8 @@ class Host(Resource):
         self.bus: EventBus | None = None
         self.store: PostgresStore | None = None
         self.relay: OutboxRelay | None = None
+        #: The event log (event_logs), when the host has a database and ONEX_EVENT_LOG is on.
+        self.tracer: EventTracer | None = None
         self._stack = contextlib.AsyncExitStack()
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
@@ -133,12 +163,44 @@ class Host(Resource):
         self._gauges = {
             "pool_in_use": Gauge("onex_db_pool_connections_in_use", "PostgreSQL connections in use."),
             "pool_size": Gauge("onex_db_pool_connections", "PostgreSQL connections open."),
+            "pool_max": Gauge("onex_db_pool_connections_max", "Most PostgreSQL connections the pool opens."),
             "circuit_open": Gauge("onex_db_circuit_open", "1 while the database circuit breaker is not closed."),
+            "circuit_state": Gauge(
+                "onex_db_circuit_state",
+                "Database circuit breaker state: 1 for the current one of closed, open, half_open.",
+                ("state",),
+            ),
             "outbox_pending": Gauge("onex_outbox_pending", "Outbox rows not yet published (last measured)."),
             "outbox_sent": Gauge("onex_outbox_sent", "Outbox rows published since start."),
         }
-        for gauge in self._gauges.values():
-            self.metrics.register(gauge)
+        #: Circuit breaker counters, by the key of the breaker's stats they are read from.
+        self._circuit_counters = {
+            "opened_total": CounterReading(
+                "onex_db_circuit_opened_total", "Times the database circuit breaker opened."
+            ),
+            "rejected_total": CounterReading(
+                "onex_db_circuit_rejected_total",
+                "Database calls failed fast by the circuit breaker (open, or half-open with a probe in flight).",
+            ),
+            "probes_total": CounterReading(
+                "onex_db_circuit_probes_total", "Half-open probes the database circuit breaker let through."
+            ),
+        }
+        self._partition_runs = Counter(
+            "onex_db_partition_maintenance_total", "Runs of the hash_metrics partition maintenance.", ("result",)
+        )
+        for metric in (*self._gauges.values(), *self._circuit_counters.values(), self._partition_runs):
+            self.metrics.register(metric)
+        self._event_log_metrics: dict[str, CounterReading | Gauge] = {
+            "written": CounterReading("onex_event_log_written_total", "Rows written to event_logs."),
+            "dropped": CounterReading(
+                "onex_event_log_dropped_total",
+                "Event log rows lost: the queue was full, the database refused them, or a stop could not write them.",
+            ),
+            "pending": Gauge("onex_event_log_pending", "Event log rows queued, not yet written."),
+        }
+        for metric in self._event_log_metrics.values():
+            self.metrics.register(metric)
         self.metrics.on_render(self._read_gauges)
 
     # --- life -----------------------------------------------------------------------------------------------------
@@ -163,7 +225,7 @@ class Host(Resource):
         resources: dict[str, Any] = {}
         fsm_store: FSMStore = MemoryFSMStore()
         if need_postgres:
-            self.store = PostgresStore(services.postgres_dsn)
+            self.store = PostgresStore(services.postgres_dsn, min_size=s.db_pool_min, max_size=s.db_pool_max)
             await self.store.start()
             stack.push_async_callback(self.store.stop)
             applied = await self.store.migrate()
@@ -174,9 +236,21 @@ class Host(Resource):
             resources["store"] = self.store
         self.bus = await self._open_bus(services.kafka_bootstrap if s.bus == "kafka" else None)
         if self.store is not None:
-            self.relay = OutboxRelay(self.store, self.bus)
+            if s.event_log:
+                # Stopped after the relay and the nodes (whose traces it writes), before the store.
+                self.tracer = EventTracer(self.store)
+                self.tracer.start()
+                stack.push_async_callback(self.tracer.stop, s.drain_timeout_s)
+            self.relay = OutboxRelay(
+                self.store, self.bus, on_published=self.tracer.published if self.tracer is not None else None
+            )
             await self.relay.start()
             stack.push_async_callback(self.relay.stop)
+            if s.partition_maintenance_s > 0:
+                maintenance = asyncio.create_task(
+                    self._maintain_partitions(self.store, s.partition_maintenance_s), name="onex-partition-maintenance"
+                )
+                stack.push_async_callback(_cancel, maintenance)
         session = await stack.enter_async_context(aiohttp.ClientSession())
         resources["http_session"] = session
         runtime = NodeRuntime(
@@ -189,6 +263,7 @@ class Host(Resource):
             resources=resources,
             drain_timeout_s=s.drain_timeout_s,
             workflow_lease_s=s.workflow_lease_s,
+            on_published=self.tracer.published if self.tracer is not None else None,
         )
         self.nodes = [node_class(c)(c, runtime) for c in self.contracts]
         if self.store is not None:
@@ -274,6 +349,36 @@ class Host(Resource):
                     log.warning("heartbeat not sent", exc_info=True, extra={"node": node.name})
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
+    async def _maintain_partitions(self, store: PostgresStore, interval_s: float) -> None:
+        """The hash_metrics partition maintenance of ``onex db partitions`` (this month and the next 3, keeping 12
+        months), once on start and then every ``interval_s`` (ONEX_PARTITION_MAINTENANCE_S) for as long as the host
+        runs. A failure (database down, the function missing) is logged and counted; the next period tries again."""
+        while True:
+            began = time.perf_counter()
+            try:
+                changes = await store.maintain_partitions()
+            except Exception as exc:
+                self._partition_runs.inc(result="failed")
+                log.warning(
+                    "hash_metrics partition maintenance failed; trying again in %g s",
+                    interval_s,
+                    extra={"error": f"{type(exc).__name__}: {exc}", "next_run_s": interval_s},
+                )
+            else:
+                self._partition_runs.inc(result="ok")
+                log.info(
+                    "hash_metrics partitions maintained: %s",
+                    ", ".join(f"{c.action} {c.partition}" for c in changes) or "nothing to do",
+                    extra={
+                        "changes": [
+                            {"action": c.action, "partition": c.partition, "detail": c.detail} for c in changes
+                        ],
+                        "duration_ms": round((time.perf_counter() - began) * 1000, 3),
+                        "next_run_s": interval_s,
+                    },
+                )
+            await asyncio.sleep(interval_s)
+
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         for var, value in (
@@ -337,9 +442,11 @@ class Host(Resource):
 
     def _observed(self, node: Node, group: str, policy: DeliveryPolicy) -> Callable[[Message], Awaitable[None]]:
         """The node's receive wrapped with metrics, the log context of the event in hand, and for nodes whose work
-        lives in PostgreSQL, one transaction around it all."""
+        lives in PostgreSQL, one transaction around it all; with the event log on, one ``in`` row per attempt."""
         metrics = self.metrics
         store = self.store if uses_database(node.contract) else None
+        trace = self.tracer.consumed if self.tracer is not None else None
+        clock = time.time
 
         async def handler(message: Message) -> None:
             env = message.envelope
@@ -353,6 +460,8 @@ class Host(Resource):
                 }
             )
             self._in_flight += 1
+            started = clock() if trace is not None else 0.0
+            status, error = CANCELLED, None  # unless the attempt ends below: cut off by a drain timeout
             try:
                 if store is None:
                     await node.receive(message)
@@ -362,6 +471,7 @@ class Host(Resource):
                     async with store.transaction() as tx:
                         if not await tx.claim_event(group, str(env.event_id)):
                             log.info("event already processed by this group: skipped")
+                            status = DUPLICATE
                             return
                         await node.receive(message)
             except PoisonMessage as exc:
@@ -369,20 +479,32 @@ class Host(Resource):
                 if policy.dead_letter:
                     metrics.dead_lettered.inc(topic=message.topic, group=group)
                 log.warning("poison event: dead-lettered without retry", extra={"error": str(exc)})
+                status, error = _failed_status(policy, message.topic, last=True), error_text(exc)
                 raise
-            except Exception:
+            except Exception as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
                 last = message.attempt >= policy.max_attempts
                 if last and policy.dead_letter:
                     metrics.dead_lettered.inc(topic=message.topic, group=group)
                 log.warning("handler failed" + (" on its last attempt" if last else "; will retry"), exc_info=True)
+                status, error = _failed_status(policy, message.topic, last=last), error_text(exc)
                 raise
             else:
                 metrics.consumed.inc(topic=message.topic, group=group)
+                status = HANDLED
             finally:
                 self._in_flight -= 1
                 log_context.reset(token)
+                if trace is not None:
+                    trace(message.topic, env, status, started, clock(), error=error)
 
+        if trace is not None:
+            # The subscription skips an event id its group already processed without calling the handler.
+            def duplicate(topic: str, envelope: OnexEnvelopeV1) -> None:
+                now = clock()
+                trace(topic, envelope, DUPLICATE, now, now)
+
+            setattr(handler, ON_DUPLICATE, duplicate)
         return handler
 
     # --- HTTP -----------------------------------------------------------------------------------------------------
@@ -413,6 +535,8 @@ class Host(Resource):
         if self.relay is not None:
             relay = self.relay.stats()
             components["outbox"] = {"role": relay["role"], "pending": relay["pending"], "failures": relay["failures"]}
+        if self.tracer is not None:
+            components["event_log"] = self.tracer.stats()
         components.update({f"node:{n.name}": "up" for n in self.nodes})
         data = {
             "live": True,
@@ -439,11 +563,21 @@ class Host(Resource):
             stats = self.store.stats()
             self._gauges["pool_in_use"].set(stats["pool"]["used"])
             self._gauges["pool_size"].set(stats["pool"]["size"])
-            self._gauges["circuit_open"].set(0 if stats["circuit"]["state"] == "closed" else 1)
+            self._gauges["pool_max"].set(stats["pool"]["max"])
+            circuit = stats["circuit"]
+            self._gauges["circuit_open"].set(0 if circuit["state"] == "closed" else 1)
+            for state in CircuitState:
+                self._gauges["circuit_state"].set(1 if circuit["state"] == state else 0, state=str(state))
+            for key, counter in self._circuit_counters.items():
+                counter.set(circuit[key])
         if self.relay is not None:
             relay = self.relay.stats()
             self._gauges["outbox_pending"].set(relay["pending"] or 0)
             self._gauges["outbox_sent"].set(relay["sent_total"])
+        if self.tracer is not None:
+            self._event_log_metrics["written"].set(self.tracer.written)
+            self._event_log_metrics["dropped"].set(self.tracer.dropped)
+            self._event_log_metrics["pending"].set(self.tracer.pending)
 
     def _write_endpoints(self) -> None:
         path = self.settings.data_dir / "endpoints.json"

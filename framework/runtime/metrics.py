@@ -58,6 +58,16 @@ class Counter(_Metric):
         return [*self.header(), *(f"{self.name}{_labels(self.label_names, k)} {v:g}" for k, v in self._values.items())]
 
 
+class CounterReading(Counter):
+    """A counter whose total is kept elsewhere (a circuit breaker's count of openings): copied in before each render
+    with :meth:`set`, exported as a Prometheus counter. The source must only ever count up."""
+
+    def set(self, value: float, **labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = value
+
+
 class Gauge(Counter):
     kind = "gauge"
 

@@ -356,6 +356,41 @@ def test_connection_failures_are_told_apart_from_statement_errors() -> None:
     assert not is_connection_failure(asyncpg.InterfaceError("another operation is in progress"))
 
 
+_PREPARED_CLAIMS = """
+SELECT name, generic_plans + custom_plans AS executions FROM pg_prepared_statements
+WHERE statement LIKE 'INSERT INTO processed_events %'
+"""
+
+
+async def _claim_three_times(store: PostgresStore) -> tuple[set[int], list[dict[str, Any]]]:
+    """``claim_event`` in three transactions, then the server's view of the named prepared statements of its SQL on
+    the session that ran them (pg_prepared_statements shows the current session's only)."""
+    sessions: set[int] = set()
+    for _ in range(3):
+        async with store.transaction() as tx:
+            sessions.add(await tx.fetchval("SELECT pg_backend_pid()"))
+            assert await tx.claim_event("prepared", uuid.uuid4())
+    async with store.transaction() as tx:
+        sessions.add(await tx.fetchval("SELECT pg_backend_pid()"))
+        return sessions, await tx.fetch(_PREPARED_CLAIMS)
+
+
+async def test_statements_are_prepared_once_per_connection_and_reused(postgres_dsn: str) -> None:
+    # One connection, so every transaction runs on the same server session.
+    async with open_store(postgres_dsn, min_size=1, max_size=1) as one:
+        sessions, prepared = await _claim_three_times(one)
+    assert len(sessions) == 1
+    # asyncpg prepared claim_event's statement once, as a named server-side statement, and executed it three times
+    # (the server counts a plan per execution: custom for the first five, then perhaps generic).
+    assert len(prepared) == 1, prepared
+    assert prepared[0]["name"].startswith("__asyncpg_stmt_") and prepared[0]["executions"] == 3
+
+    # The control: without the statement cache, asyncpg uses unnamed statements, and nothing stays prepared.
+    async with open_store(postgres_dsn, min_size=1, max_size=1, statement_cache_size=0) as uncached:
+        sessions, prepared = await _claim_three_times(uncached)
+    assert len(sessions) == 1 and prepared == []
+
+
 async def test_migrate_applies_the_shipped_migrations_once(postgres_dsn: str) -> None:
     async with (
         migrated_database(postgres_dsn, migrate=False) as dsn,

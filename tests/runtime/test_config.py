@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from framework.cli.hostflags import add_host_flags, settings_from
 from framework.errors import UsageError
 from framework.runtime.config import ENV_VARS, Settings
 
@@ -65,3 +67,66 @@ def test_bad_values_name_variable_and_allowed(env: dict[str, str], message: str)
 def test_bad_flag_names_the_flag() -> None:
     with pytest.raises(UsageError, match=r"--service-port='x'"):
         Settings.load({}, service_port="x")
+
+
+# --- the database pool and partition maintenance ------------------------------------------------------------------
+
+
+def test_pool_and_partition_maintenance_defaults() -> None:
+    s = Settings.load({})
+    assert (s.db_pool_min, s.db_pool_max, s.partition_maintenance_s) == (10, 50, 21600.0)
+
+
+def test_pool_and_partition_maintenance_from_environment_then_flags() -> None:
+    env = {"ONEX_DB_POOL_MIN": "2", "ONEX_DB_POOL_MAX": " 8 ", "ONEX_PARTITION_MAINTENANCE_S": "0"}
+    s = Settings.load(env)
+    assert (s.db_pool_min, s.db_pool_max, s.partition_maintenance_s) == (2, 8, 0.0)
+    flagged = Settings.load(env, db_pool_min="4", db_pool_max=None)
+    assert (flagged.db_pool_min, flagged.db_pool_max) == (4, 8)
+    assert Settings.load({"ONEX_PARTITION_MAINTENANCE_S": "3600"}).partition_maintenance_s == 3600.0
+
+
+def test_the_host_flags_set_the_pool() -> None:
+    parser = argparse.ArgumentParser()
+    add_host_flags(parser)
+    s = settings_from(parser.parse_args(["--db-pool-min", "3", "--db-pool-max", "6"]))
+    assert (s.db_pool_min, s.db_pool_max) == (3, 6)
+    with pytest.raises(UsageError, match=r"--db-pool-max=2 is below --db-pool-min=3"):
+        settings_from(parser.parse_args(["--db-pool-min", "3", "--db-pool-max", "2"]))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ONEX_DB_POOL_MIN": "0"}, "ONEX_DB_POOL_MIN='0': expected a whole number of connections >= 1"),
+        ({"ONEX_DB_POOL_MIN": "-3"}, "ONEX_DB_POOL_MIN='-3': expected a whole number of connections >= 1"),
+        ({"ONEX_DB_POOL_MAX": "many"}, "ONEX_DB_POOL_MAX='many': expected a whole number of connections >= 1"),
+        ({"ONEX_DB_POOL_MAX": "2.5"}, "ONEX_DB_POOL_MAX='2.5': expected a whole number of connections >= 1"),
+        (
+            {"ONEX_DB_POOL_MIN": "20", "ONEX_DB_POOL_MAX": "10"},
+            "ONEX_DB_POOL_MAX=10 is below ONEX_DB_POOL_MIN=20: the pool's maximum must be at least its minimum",
+        ),
+        ({"ONEX_DB_POOL_MAX": "5"}, "ONEX_DB_POOL_MAX=5 is below ONEX_DB_POOL_MIN=10 (the default)"),
+        ({"ONEX_DB_POOL_MIN": "60"}, "ONEX_DB_POOL_MAX=50 (the default) is below ONEX_DB_POOL_MIN=60"),
+        (
+            {"ONEX_PARTITION_MAINTENANCE_S": "-1"},
+            "ONEX_PARTITION_MAINTENANCE_S='-1': expected a number of seconds >= 0 (0 disables the maintenance)",
+        ),
+        ({"ONEX_PARTITION_MAINTENANCE_S": "often"}, "ONEX_PARTITION_MAINTENANCE_S='often': expected a number"),
+        ({"ONEX_PARTITION_MAINTENANCE_S": "nan"}, "ONEX_PARTITION_MAINTENANCE_S='nan': expected a number"),
+    ],
+)
+def test_bad_pool_and_maintenance_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        Settings.load(env)
+    assert message in str(info.value)
+
+
+def test_settings_built_in_code_are_checked_too() -> None:
+    with pytest.raises(UsageError, match="db_pool_min must be an integer >= 1, got 0"):
+        Settings(db_pool_min=0)
+    with pytest.raises(UsageError, match=r"db_pool_max must be an integer >= db_pool_min \(10\), got 5"):
+        Settings(db_pool_max=5)
+    with pytest.raises(UsageError, match="partition_maintenance_s must be >= 0 seconds"):
+        Settings(partition_maintenance_s=-1.0)
+    assert Settings(db_pool_min=1, db_pool_max=1).db_pool_max == 1

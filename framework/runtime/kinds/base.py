@@ -45,6 +45,9 @@ class NodeRuntime:
     drain_timeout_s: float = 30.0
     #: How long an orchestrator's claim on a workflow lasts without renewal (``ONEX_WORKFLOW_LEASE_S``).
     workflow_lease_s: float = 30.0
+    #: Told of each event a node published directly (not through the outbox) once the broker acknowledged it:
+    #: ``(topic, envelope, started, acknowledged)`` in ``time.time()`` values. The host's event log, when it has one.
+    on_published: Callable[[str, OnexEnvelopeV1, float, float], None] | None = None
 
 
 class Node:
@@ -140,7 +143,13 @@ class Node:
             envelope = OnexEnvelopeV1(environment=self.runtime.env, **common)
         # Inside a handler's database transaction the event becomes an outbox row of it: it is published (by the
         # relay) only if the transaction commits. Elsewhere it goes to the bus at once.
-        await publish_or_enqueue(self.runtime.bus, route.topic, envelope)
+        traced = self.runtime.on_published
+        if traced is None:
+            await publish_or_enqueue(self.runtime.bus, route.topic, envelope)
+        else:
+            started = time.time()
+            if await publish_or_enqueue(self.runtime.bus, route.topic, envelope):
+                traced(route.topic, envelope, started, time.time())
         self.runtime.metrics.published.inc(topic=route.topic)
         return envelope
 
