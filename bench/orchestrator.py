@@ -123,7 +123,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def main(count: int, seconds: float, rounds: int = 3) -> None:
-    node, _, bus = await build(STEPS)
+    node, _, bus = await build(STEPS, record=False)
 
     async def b_validate(call: StepCall) -> dict[str, Any]:
         return validate(dict(call.input))

@@ -38,9 +38,11 @@ async def build(
     instance: str = "test",
     bus: MemoryEventBus | None = None,
     lease_s: float = 30.0,
+    record: bool = True,
 ) -> tuple[FlowOrchestrator, Published, MemoryEventBus]:
-    """A FlowOrchestrator running ``workflow`` beside a Calculator, recording what it publishes. With ``store`` (a
-    PostgreSQL store), its workflows, steps and FSM transitions are kept there, as under a host with a database."""
+    """A FlowOrchestrator running ``workflow`` beside a Calculator, recording what it publishes (unless ``record``
+    is false: a benchmark must not keep every envelope). With ``store`` (a PostgreSQL store), its workflows, steps
+    and FSM transitions are kept there, as under a host with a database."""
     if bus is None:
         bus = MemoryEventBus()
         await bus.start()
@@ -64,6 +66,8 @@ async def build(
     orchestrator = nodes[0]
     assert isinstance(orchestrator, FlowOrchestrator)
     published = Published()
+    if not record:
+        return orchestrator, published, bus
     original = orchestrator.publish
 
     async def recording(event: str, payload: dict[str, Any], **kwargs: Any) -> OnexEnvelopeV1:
