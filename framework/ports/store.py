@@ -24,10 +24,10 @@ parameters take Python values (dicts, lists, ...) and come back decoded.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar, Token
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from framework.events.envelope import OnexEnvelopeV1
 
@@ -36,6 +36,7 @@ __all__ = [
     "Store",
     "Transaction",
     "current_transaction",
+    "deferred_outbox",
     "in_transaction",
     "reset_current_transaction",
     "set_current_transaction",
@@ -132,3 +133,67 @@ def set_current_transaction(transaction: Transaction) -> Token[Transaction | Non
 def reset_current_transaction(token: Token[Transaction | None]) -> None:
     """Undo :func:`set_current_transaction` (on leaving the block)."""
     _current.reset(token)
+
+
+class _DeferredOutbox:
+    """A transaction as publishers see it inside :func:`deferred_outbox`: everything passes through to it, except
+    that enqueued events are kept and written by :meth:`flush`."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self._events: list[tuple[str, OnexEnvelopeV1, bytes | None, Headers]] = []
+
+    @property
+    def store(self) -> Any:
+        return self._tx.store
+
+    @property
+    def active(self) -> bool:
+        return self._tx.active
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    async def enqueue(
+        self, topic: str, envelope: OnexEnvelopeV1, *, key: bytes | None = None, headers: Headers = ()
+    ) -> int:
+        self._events.append((topic, envelope, key, headers))
+        return 0  # the row id exists only once flush() has written the row
+
+    async def enqueue_many(self, topic: str, envelopes: Iterable[OnexEnvelopeV1], *, headers: Headers = ()) -> int:
+        added = [(topic, envelope, None, headers) for envelope in envelopes]
+        self._events.extend(added)
+        return len(added)
+
+    async def flush(self) -> None:
+        """Write the kept events in the order they were enqueued: each run of one topic and headers (default keys)
+        with one ``enqueue_many``, an event with an explicit key with ``enqueue``."""
+        events, self._events = self._events, []
+        start = 0
+        while start < len(events):
+            topic, envelope, key, headers = events[start]
+            if key is not None:
+                await self._tx.enqueue(topic, envelope, key=key, headers=headers)
+                start += 1
+                continue
+            end = start + 1
+            while end < len(events) and (events[end][0], events[end][2], events[end][3]) == (topic, None, headers):
+                end += 1
+            await self._tx.enqueue_many(topic, [e[1] for e in events[start:end]], headers=headers)
+            start = end
+
+
+@asynccontextmanager
+async def deferred_outbox(tx: Transaction) -> AsyncIterator[Transaction]:
+    """Inside the block, events enqueued in ``tx`` (by ``node.publish`` in a handler, say) are kept, and written when
+    the block ends, in their order, with one ``enqueue_many`` per run of one topic: one round trip instead of one per
+    event. They still commit (or roll back) with ``tx``. Row ids are not known inside the block (``enqueue`` returns
+    0), and the rows are not visible to queries there. When the block raises, nothing is written: the transaction is
+    about to roll back."""
+    outbox = _DeferredOutbox(tx)
+    token = set_current_transaction(cast(Transaction, outbox))
+    try:
+        yield cast(Transaction, outbox)
+    finally:
+        reset_current_transaction(token)
+    await outbox.flush()

@@ -15,7 +15,7 @@ from framework.adapters.hashing import hash_bytes_async
 from framework.contract.spec import Contract
 from framework.errors import PayloadInvalid
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.store import in_transaction
+from framework.ports.store import deferred_outbox, in_transaction
 from framework.runtime.kinds.base import NodeRuntime, current_event
 from framework.runtime.metrics import Counter, Histogram
 from framework.runtime.payloads import PayloadValidator
@@ -285,11 +285,12 @@ class MetadataStampingNode(MetadataStampingBase):
         self.recorder.record(metric, payload, current_event.get())
 
     async def _write_records(self, batch: list[Recorded]) -> None:
-        async with self.transaction():
+        async with self.transaction() as tx:
             await self.effects.record_hash_metric.many([r.metric for r in batch])  # type: ignore[attr-defined]
-            for record in batch:
-                if record.event is not None:
-                    await self.publish("blake3-hash-generated", record.event, cause=record.cause)
+            async with deferred_outbox(tx):  # the events' outbox rows in one round trip, not one each
+                for record in batch:
+                    if record.event is not None:
+                        await self.publish("blake3-hash-generated", record.event, cause=record.cause)
 
     def _stamp_row(
         self,

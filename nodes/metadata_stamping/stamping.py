@@ -9,19 +9,12 @@ paths run the statements the contract fixes (the generated ``save_stamp`` and ``
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.store import (
-    Headers,
-    Transaction,
-    current_transaction,
-    reset_current_transaction,
-    set_current_transaction,
-)
+from framework.ports.store import current_transaction, deferred_outbox
 from framework.runtime.kinds.base import current_event
 from nodes.metadata_stamping import stamps
 from nodes.metadata_stamping._generated import RestampValues, SaveStampReturned, SaveStampRow
@@ -130,13 +123,9 @@ class StampWriter:
             # One statement for every row, in this transaction; the rows come back in the order given.
             rows = await self._node.typed_effects.save_stamp_many([p.save_row for p in ordered])
             saved = {p.key: row for p, row in zip(ordered, rows, strict=True)}
-            outbox = _DeferredOutbox(tx)
-            token = set_current_transaction(cast(Transaction, outbox))
-            try:
+            # Every stamp's event, all outbox rows in one round trip.
+            async with deferred_outbox(tx):
                 results = [await self._finish(p, saved[p.key]) for p in batch]
-            finally:
-                reset_current_transaction(token)
-            await outbox.flush()
         return results
 
     async def _finish(self, prepared: PreparedStamp, saved: SaveStampReturned) -> dict[str, Any]:
@@ -185,48 +174,3 @@ class StampWriter:
             "version": saved["version"],
             "file_type": p.detection.as_dict(),
         }
-
-
-class _DeferredOutbox:
-    """The batch's transaction as publishers see it: everything passes through, except that events are kept and
-    written by :meth:`flush` in one ``enqueue_many`` per topic (one round trip), still in the same transaction."""
-
-    def __init__(self, tx: Transaction) -> None:
-        self._tx = tx
-        self._events: list[tuple[str, OnexEnvelopeV1, bytes | None, Headers]] = []
-
-    @property
-    def store(self) -> Any:
-        return self._tx.store
-
-    @property
-    def active(self) -> bool:
-        return self._tx.active
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tx, name)
-
-    async def enqueue(
-        self, topic: str, envelope: OnexEnvelopeV1, *, key: bytes | None = None, headers: Headers = ()
-    ) -> int:
-        self._events.append((topic, envelope, key, headers))
-        return 0  # the row id is known only after flush(); publishers do not use it
-
-    async def flush(self) -> None:
-        events, self._events = self._events, []
-        start = 0
-        while start < len(events):
-            topic, envelope, key, headers = events[start]
-            if key is not None:  # an explicit key: enqueue_many keys each envelope itself
-                await self._tx.enqueue(topic, envelope, key=key, headers=headers)
-                start += 1
-                continue
-            end = start + 1
-            while end < len(events) and events[end][::2] == (topic, None) and events[end][3] == headers:
-                end += 1
-            await self._tx.enqueue_many(topic, _envelopes(events[start:end]), headers=headers)
-            start = end
-
-
-def _envelopes(events: Sequence[tuple[str, OnexEnvelopeV1, bytes | None, Headers]]) -> list[OnexEnvelopeV1]:
-    return [envelope for _, envelope, _, _ in events]

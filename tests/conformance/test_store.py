@@ -17,7 +17,7 @@ import pytest
 from framework.adapters.postgres_store import decode_outbox_headers
 from framework.errors import UsageError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.store import Store, current_transaction
+from framework.ports.store import Store, current_transaction, deferred_outbox
 from tests.pg import open_store
 
 
@@ -183,6 +183,38 @@ async def test_enqueue_resolves_the_key_now_and_an_explicit_key_wins(store: Stor
     rows = await outbox_rows(store)
     assert [r["key"] for r in rows] == [without_key.kafka_key(), b"explicit", b"a", b"b"]
     assert [OnexEnvelopeV1.from_json(r["value"]).payload["n"] for r in rows] == [1, 2, 3, 4]
+
+
+async def test_deferred_outbox_writes_the_events_in_their_order_when_the_block_ends(store: Store) -> None:
+    async with store.transaction() as tx:
+        async with deferred_outbox(tx) as outbox:
+            assert current_transaction(store) is outbox  # publishers inside the block enqueue through it
+            await outbox.enqueue("test.store.events", envelope(1, key="a"))
+            assert await outbox.enqueue_many("test.store.events", [envelope(2, key="b"), envelope(3, key="c")]) == 2
+            await outbox.enqueue("test.store.other", envelope(4, key="ignored"), key=b"explicit")
+            await outbox.enqueue("test.store.events", envelope(5, key="e"))
+            assert await tx.fetchval("SELECT count(*) FROM outbox") == 0  # kept, not written yet
+        assert current_transaction(store) is tx
+        assert await tx.fetchval("SELECT count(*) FROM outbox") == 5  # written, in the same transaction
+    rows = await outbox_rows(store)
+    assert [OnexEnvelopeV1.from_json(r["value"]).payload["n"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [(r["topic"], r["key"]) for r in rows] == [
+        ("test.store.events", b"a"),
+        ("test.store.events", b"b"),
+        ("test.store.events", b"c"),
+        ("test.store.other", b"explicit"),
+        ("test.store.events", b"e"),
+    ]
+
+
+async def test_deferred_outbox_writes_nothing_when_its_block_raises(store: Store) -> None:
+    async with store.transaction() as tx:
+        with pytest.raises(RuntimeError, match="no"):
+            async with deferred_outbox(tx) as outbox:
+                await outbox.enqueue("test.store.events", envelope(1))
+                raise RuntimeError("no")
+        await tx.enqueue("test.store.events", envelope(2))  # the transaction goes on, and commits
+    assert [OnexEnvelopeV1.from_json(r["value"]).payload["n"] for r in await outbox_rows(store)] == [2]
 
 
 async def test_enqueue_refuses_a_bad_topic_before_writing(store: Store) -> None:
