@@ -317,6 +317,7 @@ class MemoryEventBus(Resource):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy = DEFAULT_POLICY,
+        fetch_wait_ms: int | None = None,  # nothing polls here: records are handed over as they are appended
     ) -> MemorySubscription:
         self.require_started(f"subscribe group {group!r}")
         names = check_subscription(topics, group, policy)

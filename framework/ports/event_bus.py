@@ -191,6 +191,10 @@ class EventBus(Protocol):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy = DeliveryPolicy(),
+        fetch_wait_ms: int | None = None,
     ) -> Subscription:
-        """Consume ``topics`` as a member of ``group``; returns once the member is consuming."""
+        """Consume ``topics`` as a member of ``group``; returns once the member is consuming. ``fetch_wait_ms``: how
+        long a poll for new events may wait while none arrive (``None``: the bus's default). A subscription whose
+        events are rare and not urgent takes a longer wait: it costs less while idle and adds up to that much
+        latency. Buses that do not poll ignore it."""
         ...

@@ -65,6 +65,9 @@ log = logging.getLogger("onex.host")
 INTROSPECTION = "node-introspection"
 HEARTBEAT = "node-heartbeat"
 INTROSPECTION_REQUESTED = "registry-introspection-requested"
+#: How long the host's consumer of requests for introspection may wait for one (a Kafka fetch held by the broker):
+#: the bus default (20 ms) would poll 50 times a second for an event that comes rarely.
+INTROSPECTION_FETCH_WAIT_MS = 500
 #: A request for introspection older than the host's start by more than this was answered by the host's own
 #: announcement on start; a fresh host's group reads its topic from the beginning and skips those.
 _REQUEST_MARGIN = timedelta(seconds=60)
@@ -412,13 +415,13 @@ class Host(Resource):
         host hears every request for introspection, so it listens in a group of its own."""
         bus = self.bus
         assert bus is not None
-        consumers: dict[tuple[str, str], tuple[list[str], Handler, DeliveryPolicy]] = {}
+        consumers: dict[tuple[str, str], tuple[list[str], Handler, DeliveryPolicy, int | None]] = {}
         for node in self.nodes:
             policy = delivery_policy(node.contract)
             for sub in node.contract.subscriptions:
                 topic, group = node.routes[sub.event].topic, sub.group or node.name
                 if (group, node.name) not in consumers:
-                    consumers[group, node.name] = ([], self._observed(node, group, policy), policy)
+                    consumers[group, node.name] = ([], self._observed(node, group, policy), policy, None)
                 consumers[group, node.name][0].append(topic)
                 self.endpoints.consumes.setdefault(node.name, []).append(topic)
         best_effort = DeliveryPolicy(max_attempts=3, dead_letter=False)  # a stale request is not worth keeping
@@ -426,14 +429,18 @@ class Host(Resource):
             # A stable instance keeps its group (and its offsets) across restarts; otherwise each start is new.
             suffix = "" if self.settings.instance_id else f"-{uuid.uuid4().hex[:8]}"
             group = f"onex-introspection-{self.instance}{suffix}"
-            consumers[group, ""] = ([topic], self._introspection_answer(nodes), best_effort)
-        by_group: dict[str, list[tuple[list[str], Handler, DeliveryPolicy]]] = {}
+            # Requests are rare and a late answer costs nothing: a long poll keeps an idle host cheap.
+            answer = self._introspection_answer(nodes)
+            consumers[group, ""] = ([topic], answer, best_effort, INTROSPECTION_FETCH_WAIT_MS)
+        by_group: dict[str, list[tuple[list[str], Handler, DeliveryPolicy, int | None]]] = {}
         for (group, _), consumer in consumers.items():
             by_group.setdefault(group, []).append(consumer)
 
-        async def join(group: str, members: list[tuple[list[str], Handler, DeliveryPolicy]]) -> None:
-            for topics, handler, policy in members:
-                self._subscriptions.append(await bus.subscribe(topics, group=group, handler=handler, policy=policy))
+        async def join(group: str, members: list[tuple[list[str], Handler, DeliveryPolicy, int | None]]) -> None:
+            for topics, handler, policy, wait_ms in members:
+                self._subscriptions.append(
+                    await bus.subscribe(topics, group=group, handler=handler, policy=policy, fetch_wait_ms=wait_ms)
+                )
 
         results = await asyncio.gather(*(join(g, m) for g, m in by_group.items()), return_exceptions=True)
         for result in results:

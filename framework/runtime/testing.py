@@ -104,7 +104,13 @@ class CapturingBus:
         self.published.extend(CapturedEvent(topic, e) for e in envelopes)
 
     async def subscribe(
-        self, topics: Sequence[str], *, group: str, handler: Handler, policy: DeliveryPolicy | None = None
+        self,
+        topics: Sequence[str],
+        *,
+        group: str,
+        handler: Handler,
+        policy: DeliveryPolicy | None = None,
+        fetch_wait_ms: int | None = None,
     ) -> Subscription:
         raise ContractError("onex test delivers the test case's event itself; a node may not subscribe on its own")
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from framework.adapters.embedded_kafka import free_loopback_port
-from framework.adapters.kafka_bus import KafkaEventBus, KafkaSubscription
+from framework.adapters.kafka_bus import DEFAULT_FETCH_MAX_WAIT_MS, KafkaEventBus, KafkaSubscription
 from framework.errors import RetriablePortError, UsageError
 from tests.conformance.test_event_bus import KAFKA_TEST_SETTINGS, Collector, make_envelope, wait_until
 
@@ -113,3 +113,22 @@ async def test_a_leaving_member_hands_its_partitions_over(
     every = first.numbers + second.numbers
     assert sorted(every) == list(range(40))  # nothing lost, nothing twice across the handover
     assert second.messages and all(n < 20 for n in second.numbers)
+
+
+async def test_a_subscription_may_poll_less_often_and_still_gets_every_event(
+    bus: KafkaEventBus, unique_topic: Callable[..., str]
+) -> None:
+    topic = unique_topic()
+    await bus.ensure_topics([topic], partitions=1)
+    with pytest.raises(UsageError, match="fetch_wait_ms must be an integer >= 0 or None, got -1"):
+        await bus.subscribe([topic], group="never", handler=Collector(), fetch_wait_ms=-1)
+    patient, default = Collector(), Collector()
+    slow = await bus.subscribe([topic], group=f"slow-{uuid.uuid4().hex[:8]}", handler=patient, fetch_wait_ms=400)
+    usual = await bus.subscribe([topic], group=f"usual-{uuid.uuid4().hex[:8]}", handler=default)
+    # The setting reaches the consumer's fetcher (aiokafka keeps it there), and only that subscription's.
+    assert slow._consumer._fetcher._fetch_max_wait_ms == 400
+    assert usual._consumer._fetcher._fetch_max_wait_ms == DEFAULT_FETCH_MAX_WAIT_MS
+    for n in range(5):
+        await bus.publish(topic, make_envelope(n, key="k"))
+    await wait_until(lambda: len(patient.messages) == 5 and len(default.messages) == 5, "5 messages each")
+    assert [m.envelope.payload["n"] for m in patient.messages] == [0, 1, 2, 3, 4]
