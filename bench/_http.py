@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 __all__ = ["HttpError", "LoadClient"]
 
+#: Longest wait for one answer: a stalled server fails the request instead of hanging the benchmark.
+TIMEOUT_S = 60.0
+
 
 class HttpError(Exception):
     """The connection closed, or the answer was not HTTP/1.1 with a Content-Length."""
@@ -96,10 +99,12 @@ class LoadClient:
         self._all: list[_Connection] = []
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
-        """One request; its status and body. Raises HttpError or OSError when there is no answer."""
+        """One request; its status and body. Raises HttpError or OSError when there is no answer, TimeoutError when
+        none comes within :data:`TIMEOUT_S`."""
         connection = await self._connection()
         try:
-            answer = await connection.request(self._head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            async with asyncio.timeout(TIMEOUT_S):
+                answer = await connection.request(self._head + str(len(body)).encode() + b"\r\n\r\n" + body)
         except BaseException:
             if connection.transport is not None:
                 connection.transport.close()
@@ -115,6 +120,7 @@ class LoadClient:
                 return connection
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(_Connection, self._host, self._port)
+        self._all = [c for c in self._all if not c.closed]
         self._all.append(protocol)
         return protocol
 

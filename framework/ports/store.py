@@ -142,6 +142,7 @@ class _DeferredOutbox:
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
         self._events: list[tuple[str, OnexEnvelopeV1, bytes | None, Headers]] = []
+        self._flushed = False  # from then on, events go to the transaction at once (a task that outlived the block)
 
     @property
     def store(self) -> Any:
@@ -157,10 +158,14 @@ class _DeferredOutbox:
     async def enqueue(
         self, topic: str, envelope: OnexEnvelopeV1, *, key: bytes | None = None, headers: Headers = ()
     ) -> int:
+        if self._flushed:
+            return await self._tx.enqueue(topic, envelope, key=key, headers=headers)
         self._events.append((topic, envelope, key, headers))
         return 0  # the row id exists only once flush() has written the row
 
     async def enqueue_many(self, topic: str, envelopes: Iterable[OnexEnvelopeV1], *, headers: Headers = ()) -> int:
+        if self._flushed:
+            return await self._tx.enqueue_many(topic, envelopes, headers=headers)
         added = [(topic, envelope, None, headers) for envelope in envelopes]
         self._events.extend(added)
         return len(added)
@@ -181,6 +186,7 @@ class _DeferredOutbox:
                 end += 1
             await self._tx.enqueue_many(topic, [e[1] for e in events[start:end]], headers=headers)
             start = end
+        self._flushed = True
 
 
 @asynccontextmanager
@@ -188,8 +194,9 @@ async def deferred_outbox(tx: Transaction) -> AsyncIterator[Transaction]:
     """Inside the block, events enqueued in ``tx`` (by ``node.publish`` in a handler, say) are kept, and written when
     the block ends, in their order, with one ``enqueue_many`` per run of one topic: one round trip instead of one per
     event. They still commit (or roll back) with ``tx``. Row ids are not known inside the block (``enqueue`` returns
-    0), and the rows are not visible to queries there. When the block raises, nothing is written: the transaction is
-    about to roll back."""
+    0), and the rows are not visible to queries there. Once the block has ended, what still enqueues through it (a
+    task started inside) goes straight to ``tx``. When the block raises, nothing is written: the transaction is about
+    to roll back."""
     outbox = _DeferredOutbox(tx)
     token = set_current_transaction(cast(Transaction, outbox))
     try:

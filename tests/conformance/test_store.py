@@ -196,14 +196,18 @@ async def test_deferred_outbox_writes_the_events_in_their_order_when_the_block_e
             assert await tx.fetchval("SELECT count(*) FROM outbox") == 0  # kept, not written yet
         assert current_transaction(store) is tx
         assert await tx.fetchval("SELECT count(*) FROM outbox") == 5  # written, in the same transaction
+        # Whatever still publishes through it afterwards (a task started in the block) is written at once.
+        assert await outbox.enqueue("test.store.events", envelope(6, key="f")) > 0
+        assert await tx.fetchval("SELECT count(*) FROM outbox") == 6
     rows = await outbox_rows(store)
-    assert [OnexEnvelopeV1.from_json(r["value"]).payload["n"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [OnexEnvelopeV1.from_json(r["value"]).payload["n"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [(r["topic"], r["key"]) for r in rows] == [
         ("test.store.events", b"a"),
         ("test.store.events", b"b"),
         ("test.store.events", b"c"),
         ("test.store.other", b"explicit"),
         ("test.store.events", b"e"),
+        ("test.store.events", b"f"),
     ]
 
 
