@@ -8,6 +8,12 @@ into rows only there. While the database is away the traces are kept (at most ``
 counted as dropped, with a warning at most once a minute) and the write is retried with backoff: handling never
 waits for the event log and never fails because of it. The host flushes it on stop, within its drain timeout.
 
+A batch the database refuses for its values (SQLSTATE class 22, data exception, or 23, integrity constraint
+violation) would be refused again on every retry and stall the log behind it: it is dropped and counted (``dropped``),
+with an error logged at most once per :data:`REFUSED_LOG_INTERVAL_S` giving the batches and rows refused since the
+last one. Any other refusal (a read-only server after a failover, a full disk, a missing privilege) may pass on its
+own, so it is handled like an outage: the rows are kept and retried with backoff.
+
 Statuses (``status`` column):
 
 - ``in``: ``handled`` (the handler succeeded and the delivery is committed), ``retrying`` (the attempt failed and
@@ -26,6 +32,7 @@ Statuses (``status`` column):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -77,6 +84,10 @@ MAX_QUEUED: Final = 100_000
 MAX_BATCH: Final = 10_000
 #: Error texts are cut here.
 MAX_ERROR_TEXT: Final = 2000
+#: At most one error logged per this many seconds about batches the database refused.
+REFUSED_LOG_INTERVAL_S: Final = 60.0
+#: SQLSTATE classes that blame the rows themselves: data exception, integrity constraint violation.
+_DATA_ERROR_CLASSES: Final = ("22", "23")
 
 #: One queued trace: event_id, topic, event_type, correlation_id, direction, status, started, finished (time.time()),
 #: error text.
@@ -90,9 +101,20 @@ class BulkWriter(Protocol):
 
 
 def error_text(exc: BaseException) -> str:
-    """``Type: message``, cut to :data:`MAX_ERROR_TEXT` characters (PostgreSQL text holds no NUL)."""
+    """``Type: message``, cut to :data:`MAX_ERROR_TEXT` characters. PostgreSQL text holds no NUL, and UTF-8 no lone
+    surrogate (as in a file name decoded with ``surrogateescape``): the driver could not even send such a row, and
+    the batch would be retried forever."""
     text = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 3] + "..."
+
+
+def is_data_error(exc: QueryError) -> bool:
+    """Whether the database refused the values themselves (SQLSTATE class 22 or 23), so that the same rows can never
+    be written; any other refusal may pass on its own (25006 read-only after a failover, 53100 disk full, 42501 a
+    missing privilege)."""
+    return (exc.sqlstate or "")[:2] in _DATA_ERROR_CLASSES
 
 
 class EventTracer:
@@ -108,6 +130,7 @@ class EventTracer:
         max_batch: int = MAX_BATCH,
         initial_backoff_s: float = 0.1,
         max_backoff_s: float = 10.0,
+        refused_log_interval_s: float = REFUSED_LOG_INTERVAL_S,
     ) -> None:
         self._sink = sink
         self._batcher: Batcher[Trace] = Batcher(
@@ -121,7 +144,10 @@ class EventTracer:
             max_backoff_s=max_backoff_s,
             logger=log,
         )
-        self._rejected = 0
+        self._refused_log_interval_s = refused_log_interval_s
+        self._last_refused_log = float("-inf")
+        self._refused_batches_unreported = 0
+        self._refused_rows_unreported = 0
         #: Queue one :data:`Trace` tuple (the hot path; :meth:`consumed` and :meth:`published` build the tuple).
         self.add = self._batcher.add
 
@@ -179,7 +205,8 @@ class EventTracer:
         log.info("event log stopped", extra={"stats": self.stats()})
 
     async def flush(self) -> None:
-        """Write what is queued now; raises if the database refused (the traces stay queued)."""
+        """Write what is queued now; raises if the database could not take it (the traces stay queued). A batch whose
+        values it refused is dropped instead."""
         await self._batcher.flush()
 
     @property
@@ -189,12 +216,12 @@ class EventTracer:
     @property
     def written(self) -> int:
         """Rows in ``event_logs``."""
-        return self._batcher.written - self._rejected
+        return self._batcher.written
 
     @property
     def dropped(self) -> int:
-        """Traces lost: the queue was full, the stop gave up on them, or the database refused them."""
-        return self._batcher.dropped + self._rejected
+        """Traces lost: the queue was full, the stop gave up on them, or the database refused their values."""
+        return self._batcher.dropped + self._batcher.rejected
 
     def stats(self) -> dict[str, int]:
         failures = self._batcher.failures
@@ -202,14 +229,36 @@ class EventTracer:
 
     # --- writing ------------------------------------------------------------------------------------------------
 
-    async def _write(self, batch: list[Trace]) -> None:
+    async def _write(self, batch: list[Trace]) -> int | None:
+        """Write ``batch`` with one COPY (all rows or none). ``None``: all written; ``0``: the database refused the
+        values, the batch is dropped (the batcher counts it). Raises, so that the batch is kept and retried, when
+        the database could not take it for any other reason."""
         try:
             await self._sink.copy_records(TABLE, _rows(batch), COLUMNS)
-        except QueryError:
-            # The server refused the rows themselves (not a connection problem): retrying the same batch would fail
-            # forever and stall the log behind it, so it is counted as dropped instead.
-            self._rejected += len(batch)
-            log.error("event log rows refused by the database; dropped", exc_info=True, extra={"rows": len(batch)})
+        except QueryError as exc:
+            if not is_data_error(exc):
+                raise
+            # The same rows would be refused on every retry and stall the log behind them.
+            self._report_refused(len(batch), exc)
+            return 0
+        return None
+
+    def _report_refused(self, rows: int, exc: QueryError) -> None:
+        """Count a refused batch; log an error (with its traceback) at most once per ``refused_log_interval_s``."""
+        self._refused_batches_unreported += 1
+        self._refused_rows_unreported += rows
+        now = time.monotonic()
+        if now - self._last_refused_log < self._refused_log_interval_s:
+            return
+        self._last_refused_log = now
+        batches, refused = self._refused_batches_unreported, self._refused_rows_unreported
+        self._refused_batches_unreported = self._refused_rows_unreported = 0
+        log.error(
+            f"event log: the database refused the values of {refused} rows ({batches} batches) since the last "
+            f"report; dropped. Latest: {exc}",
+            exc_info=exc,
+            extra={"sqlstate": exc.sqlstate, "batches_refused": batches, "rows_refused": refused},
+        )
 
 
 def _rows(batch: list[Trace]) -> list[tuple[Any, ...]]:
