@@ -20,8 +20,8 @@ from framework.ports.event_bus import (
     DLT_OFFSET,
     DLT_PARTITION,
     DLT_TOPIC,
-    ON_DUPLICATE,
     DeliveryPolicy,
+    DuplicateObserver,
     Handler,
     Headers,
     Message,
@@ -56,7 +56,9 @@ def check_topic_name(topic: object) -> str:
     return topic
 
 
-def check_subscription(topics: Sequence[str], group: str, policy: DeliveryPolicy) -> tuple[str, ...]:
+def check_subscription(
+    topics: Sequence[str], group: str, policy: DeliveryPolicy, fetch_max_wait_ms: int | None = None
+) -> tuple[str, ...]:
     """The arguments of ``subscribe``, checked; returns the topics without duplicates, in order."""
     if isinstance(topics, str):
         raise UsageError(f"topics must be a sequence of topic names, got the string {topics!r}; write [{topics!r}]")
@@ -67,6 +69,8 @@ def check_subscription(topics: Sequence[str], group: str, policy: DeliveryPolicy
         raise UsageError(f"group must be a non-empty string, got {group!r}")
     if type(policy.max_attempts) is not int or policy.max_attempts < 1:
         raise UsageError(f"DeliveryPolicy.max_attempts must be an integer >= 1, got {policy.max_attempts!r}")
+    if fetch_max_wait_ms is not None and (type(fetch_max_wait_ms) is not int or fetch_max_wait_ms < 0):
+        raise UsageError(f"fetch_max_wait_ms must be an integer >= 0 or None, got {fetch_max_wait_ms!r}")
     return names
 
 
@@ -147,9 +151,8 @@ class Delivery:
       headers; if the broker refuses the dead letter, it is retried (the partition waits) until it succeeds or the
       subscription stops, because committing without it would lose the message;
     - dead-lettered and dropped event ids are not marked processed: a replay after a fix handles them;
-    - a skipped, already processed event is reported to the handler's ``on_duplicate(topic, envelope)`` when it has
-      one (:data:`framework.ports.event_bus.ON_DUPLICATE`): observers such as the host's event log see what the
-      handler never does.
+    - a skipped, already processed event is reported to ``on_duplicate(topic, envelope)`` when the subscription has
+      one: observers such as the host's event log see what the handler never does.
     """
 
     __slots__ = ("_dead_letter_sink", "_environment", "_group", "_handler", "_on_duplicate", "_policy", "_processed")
@@ -163,10 +166,11 @@ class Delivery:
         processed: ProcessedEvents,
         dead_letter: DeadLetterSink,
         environment: str = "dev",
+        on_duplicate: DuplicateObserver | None = None,
     ) -> None:
         self._group = group
         self._handler = handler
-        self._on_duplicate: Callable[[str, OnexEnvelopeV1], None] | None = getattr(handler, ON_DUPLICATE, None)
+        self._on_duplicate = on_duplicate
         self._policy = policy
         self._processed = processed
         self._dead_letter_sink = dead_letter

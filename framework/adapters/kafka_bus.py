@@ -14,7 +14,7 @@ Fetch wait: ``fetch_max_wait_ms`` (default :data:`DEFAULT_FETCH_MAX_WAIT_MS`, 20
 a fetch when it has less than ``fetch_min_bytes``. Tansu holds a fetch for about the whole wait even when data
 arrives meanwhile, so aiokafka's default of 500 ms adds 100-500 ms to every publish → handler latency; 20 ms keeps
 it to a few ms while an idle consumer fetches only 50 times a second (5 ms would be ~200 and cost throughput).
-``subscribe(..., fetch_wait_ms=...)`` sets it per subscription: the host's consumer of requests for introspection,
+``subscribe(..., fetch_max_wait_ms=...)`` sets it per subscription: the host's consumer of requests for introspection,
 which are rare and not urgent, waits 500 ms, which took an idle stamping host from about 9% of a core to about 7%
 and the embedded broker from about 8.5% to about 5.5%.
 
@@ -57,7 +57,14 @@ from framework.adapters.embedded_kafka import create_topics
 from framework.adapters.processed_events import MemoryProcessedEvents
 from framework.errors import PortError, RetriablePortError, UsageError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import DeliveryPolicy, Handler, Headers, ProcessedEvents, PublishManyError
+from framework.ports.event_bus import (
+    DeliveryPolicy,
+    DuplicateObserver,
+    Handler,
+    Headers,
+    ProcessedEvents,
+    PublishManyError,
+)
 from framework.ports.resource import Resource
 
 __all__ = ["DEFAULT_FETCH_MAX_WAIT_MS", "DEFAULT_MAX_BATCH_SIZE", "KafkaEventBus", "KafkaSubscription"]
@@ -257,12 +264,11 @@ class KafkaEventBus(Resource):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy = DEFAULT_POLICY,
-        fetch_wait_ms: int | None = None,
+        fetch_max_wait_ms: int | None = None,
+        on_duplicate: DuplicateObserver | None = None,
     ) -> KafkaSubscription:
         self.require_started(f"subscribe group {group!r}")
-        names = check_subscription(topics, group, policy)
-        if fetch_wait_ms is not None and (type(fetch_wait_ms) is not int or fetch_wait_ms < 0):
-            raise UsageError(f"fetch_wait_ms must be an integer >= 0 or None, got {fetch_wait_ms!r}")
+        names = check_subscription(topics, group, policy, fetch_max_wait_ms)
         # A consumer of a missing topic would join with nothing assigned and only notice the topic at its next
         # metadata refresh (minutes); creating it now makes the assignment cover its partitions at once.
         await create_topics(self.bootstrap_servers, names, partitions=self._default_partitions)
@@ -273,8 +279,9 @@ class KafkaEventBus(Resource):
             processed=self.processed_events,
             dead_letter=self._write_dead_letter,
             environment=self._environment,
+            on_duplicate=on_duplicate,
         )
-        subscription = KafkaSubscription(self, names, group, delivery, fetch_wait_ms)
+        subscription = KafkaSubscription(self, names, group, delivery, fetch_max_wait_ms)
         await subscription.start()
         self._subscriptions.add(subscription)
         return subscription
@@ -313,7 +320,7 @@ class KafkaSubscription(Resource):
         topics: tuple[str, ...],
         group: str,
         delivery: Delivery,
-        fetch_wait_ms: int | None = None,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         super().__init__()
         self.resource_name = f"kafka subscription of group {group!r} to {', '.join(topics)}"
@@ -322,8 +329,8 @@ class KafkaSubscription(Resource):
         self._group = group
         self._delivery = delivery
         self._settings = dict(bus._consumer_settings)
-        if fetch_wait_ms is not None:
-            self._settings["fetch_max_wait_ms"] = fetch_wait_ms
+        if fetch_max_wait_ms is not None:
+            self._settings["fetch_max_wait_ms"] = fetch_max_wait_ms
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._assigned = asyncio.Event()

@@ -48,6 +48,7 @@ from framework.errors import UsageError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
     DeliveryPolicy,
+    DuplicateObserver,
     Handler,
     Headers,
     ProcessedEvents,
@@ -317,10 +318,11 @@ class MemoryEventBus(Resource):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy = DEFAULT_POLICY,
-        fetch_wait_ms: int | None = None,  # nothing polls here: records are handed over as they are appended
+        fetch_max_wait_ms: int | None = None,  # checked, then unused: records are handed over as they are appended
+        on_duplicate: DuplicateObserver | None = None,
     ) -> MemorySubscription:
         self.require_started(f"subscribe group {group!r}")
-        names = check_subscription(topics, group, policy)
+        names = check_subscription(topics, group, policy, fetch_max_wait_ms)
         for name in names:
             # A consumer's metadata request creates unknown topics on Kafka too; creating them here means the
             # assignment covers every partition from the start.
@@ -332,6 +334,7 @@ class MemoryEventBus(Resource):
             processed=self.processed_events,
             dead_letter=self._write_dead_letter,
             environment=self._environment,
+            on_duplicate=on_duplicate,
         )
         subscription = MemorySubscription(self, names, group, delivery, self._drain_timeout_s)
         await subscription.start()

@@ -56,6 +56,8 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"onexmigr", "big")
 #: The plpgsql function of migration ``003_hash_metrics`` that creates and drops monthly partitions.
 PARTITION_FUNCTION = "onex_maintain_hash_metrics_partitions"
 _PARTITION_SIGNATURE = f"{PARTITION_FUNCTION}(integer, integer, timestamp with time zone)"
+#: The largest ``keep_months`` the partition function accepts (100 years).
+_LONGEST_RETENTION_MONTHS = 1200
 TABLE = "schema_migrations"
 
 _FORWARD = re.compile(r"(?P<version>\d{3})_(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql")
@@ -573,38 +575,62 @@ class Migrator:
     ) -> list[PartitionChange]:
         """Create the monthly ``hash_metrics`` partitions of this month (of ``as_of``, UTC) and the next
         ``months_ahead`` months; drop those that ended ``keep_months`` months before this month began."""
-        for label, value, low, high in (("months_ahead", months_ahead, 0, 120), ("keep_months", keep_months, 1, 1200)):
-            if type(value) is not int or not low <= value <= high:
-                raise UsageError(f"{label} must be an integer from {low} to {high}, got {value!r}")
-        if as_of is not None and as_of.tzinfo is None:
-            raise UsageError(f"as_of must be timezone-aware (e.g. datetime.now(UTC)), got {as_of!r}")
+        _check_partition_arguments(months_ahead, keep_months, as_of)
+        await self._require_partition_function()
+        with _database_errors(f"running {PARTITION_FUNCTION}"):
+            changes = await self._run_partition_function(months_ahead, keep_months, as_of)
+        _log_partition_changes(changes)
+        return changes
+
+    async def create_partitions(self, months_ahead: int = 3, *, as_of: datetime | None = None) -> list[PartitionChange]:
+        """Create the monthly ``hash_metrics`` partitions of this month (of ``as_of``, UTC) and the next
+        ``months_ahead`` months, and drop or delete nothing: the partition maintenance without its retention.
+
+        The function of migration 003 always applies a retention as well (``keep_months`` from 1 to 1200), and an
+        applied migration cannot change. So this calls it with the longest retention, 1200 months, with which it
+        could only drop partitions (and delete default-partition rows) of months that ended 100 years or more before
+        this month began. Even those are kept: the call runs in a transaction that is rolled back, creations
+        included, when the function reports anything but ``created``, and a :class:`MigrationError` says so. The
+        changes returned are therefore all ``created``."""
+        _check_partition_arguments(months_ahead, _LONGEST_RETENTION_MONTHS, as_of)
+        await self._require_partition_function()
+        with _database_errors(f"running {PARTITION_FUNCTION}"):
+            async with self._connection.transaction():
+                changes = await self._run_partition_function(months_ahead, _LONGEST_RETENTION_MONTHS, as_of)
+                removals = [change for change in changes if change.action != "created"]
+                if removals:
+                    # Raised inside the block, so the transaction rolls back everything the function did.
+                    raise MigrationError(
+                        f"{PARTITION_FUNCTION} would have removed data even keeping {_LONGEST_RETENTION_MONTHS} "
+                        f"months ({', '.join(f'{c.action} {c.partition}' for c in removals)}), so nothing was "
+                        "changed: hash_metrics holds rows more than 100 years old; remove them with "
+                        "`onex db partitions --keep N` if that is intended"
+                    )
+        _log_partition_changes(changes)
+        return changes
+
+    async def _require_partition_function(self) -> None:
         if not await self.partition_function_exists():
             raise MigrationError(
                 f"function {PARTITION_FUNCTION} does not exist in this database: the hash_metrics migration is not "
                 "applied; run `onex migrate up` first"
             )
-        with _database_errors(f"running {PARTITION_FUNCTION}"):
-            if as_of is None:
-                rows = await self._connection.fetch(
-                    f"SELECT * FROM {PARTITION_FUNCTION}($1, $2)", months_ahead, keep_months
-                )
-            else:
-                rows = await self._connection.fetch(
-                    f"SELECT * FROM {PARTITION_FUNCTION}($1, $2, $3)", months_ahead, keep_months, as_of
-                )
-        changes = [
+
+    async def _run_partition_function(
+        self, months_ahead: int, keep_months: int, as_of: datetime | None
+    ) -> list[PartitionChange]:
+        if as_of is None:
+            rows = await self._connection.fetch(
+                f"SELECT * FROM {PARTITION_FUNCTION}($1, $2)", months_ahead, keep_months
+            )
+        else:
+            rows = await self._connection.fetch(
+                f"SELECT * FROM {PARTITION_FUNCTION}($1, $2, $3)", months_ahead, keep_months, as_of
+            )
+        return [
             PartitionChange(row["action"], row["partition_name"], row["range_start"], row["range_end"], row["detail"])
             for row in rows
         ]
-        for change in changes:
-            logger.info(
-                "%s partition %s%s",
-                change.action,
-                change.partition,
-                f" ({change.detail})" if change.detail else "",
-                extra={"action": change.action, "partition": change.partition},
-            )
-        return changes
 
     async def partitions(self) -> list[tuple[str, str]]:
         """``(name, bound)`` of every partition of ``hash_metrics``, the default one last."""
@@ -780,6 +806,28 @@ def _failure(
             f"{migration.rollback_path.name} and run `onex migrate down` again."
         )
     return MigrationFailed("\n".join(lines), path=path, sqlstate=exc.sqlstate, line=line, column=column)
+
+
+def _check_partition_arguments(months_ahead: int, keep_months: int, as_of: datetime | None) -> None:
+    for label, value, low, high in (
+        ("months_ahead", months_ahead, 0, 120),
+        ("keep_months", keep_months, 1, _LONGEST_RETENTION_MONTHS),
+    ):
+        if type(value) is not int or not low <= value <= high:
+            raise UsageError(f"{label} must be an integer from {low} to {high}, got {value!r}")
+    if as_of is not None and as_of.tzinfo is None:
+        raise UsageError(f"as_of must be timezone-aware (e.g. datetime.now(UTC)), got {as_of!r}")
+
+
+def _log_partition_changes(changes: list[PartitionChange]) -> None:
+    for change in changes:
+        logger.info(
+            "%s partition %s%s",
+            change.action,
+            change.partition,
+            f" ({change.detail})" if change.detail else "",
+            extra={"action": change.action, "partition": change.partition},
+        )
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -93,6 +94,11 @@ OUTBOX_CHANNEL: Final = "onex_outbox"
 _INSERT_OUTBOX: Final = "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4) RETURNING id"
 _INSERT_OUTBOX_MANY: Final = "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)"
 _NOTIFY_OUTBOX: Final = f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
+#: One chunk of the event log retention: the oldest ids among the rows started before $1, at most $2 of them.
+_PRUNE_EVENT_LOGS: Final = (
+    "DELETE FROM event_logs WHERE id IN "
+    "(SELECT id FROM event_logs WHERE started_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+)
 _CLAIM_EVENT: Final = (
     "INSERT INTO processed_events (consumer_group, event_id) VALUES ($1, $2) ON CONFLICT (consumer_group, event_id) "
     "DO NOTHING"
@@ -569,16 +575,58 @@ class PostgresStore(Resource):
         finally:
             await connection.close()
 
-    async def maintain_partitions(self, months_ahead: int = 3, keep_months: int = 12) -> list[PartitionChange]:
-        """The ``hash_metrics`` partition maintenance of ``onex db partitions`` (same defaults), on a dedicated
-        connection: create this month's and the next ``months_ahead`` months' partitions, drop those older than
-        ``keep_months``. Raises :class:`~framework.adapters.migrator.MigrationError` when the database refuses (or
-        lacks the hash_metrics migration), :class:`RetriablePortError` when it cannot be reached."""
+    async def maintain_partitions(self, months_ahead: int = 3, keep_months: int | None = None) -> list[PartitionChange]:
+        """The ``hash_metrics`` partition maintenance, on a dedicated connection: create this month's and the next
+        ``months_ahead`` months' partitions. With ``keep_months`` None (the default, what a running host does) it
+        drops and deletes nothing (:meth:`Migrator.create_partitions`, which explains how); with a number it also
+        drops the partitions older than that, as ``onex db partitions --keep N`` does. Raises
+        :class:`~framework.adapters.migrator.MigrationError` when the database refuses (or lacks the hash_metrics
+        migration), :class:`RetriablePortError` when it cannot be reached."""
         connection = await self.connect()
         try:
-            return await Migrator(connection, self._migrations_dir).ensure_partitions(months_ahead, keep_months)
+            migrator = Migrator(connection, self._migrations_dir)
+            if keep_months is None:
+                return await migrator.create_partitions(months_ahead)
+            return await migrator.ensure_partitions(months_ahead, keep_months)
         finally:
             await connection.close()
+
+    async def prune_event_logs(
+        self,
+        older_than: timedelta,
+        *,
+        chunk_size: int = 10_000,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the ``event_logs`` rows that started more than ``older_than`` ago (by the database's clock, read
+        once at the start); return how many.
+
+        Rows go ``chunk_size`` at a time, oldest ids first, each chunk in a short transaction of its own on a pooled
+        connection, yielding to the event loop between chunks, until a chunk deletes fewer than ``chunk_size``: a
+        large backlog never holds one long transaction or blocks the loop. ``on_chunk`` is called with the count of
+        each committed chunk, so a caller counts what was deleted even when a later chunk fails. Rows another
+        pruner is deleting at the same time are skipped (``SKIP LOCKED``). Fails like a transaction
+        (``RetriablePortError`` when the server is away); chunks committed before a failure stay deleted. Not inside
+        a transaction of this store: each chunk must commit by itself."""
+        if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
+            raise UsageError(f"older_than must be a positive timedelta, got {older_than!r}")
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise UsageError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        if current_transaction(self) is not None:
+            raise UsageError("prune_event_logs commits chunk by chunk: call it outside a transaction of this store")
+        async with self.transaction() as tx:
+            cutoff = await tx.fetchval("SELECT now() - $1::interval", older_than)
+        total = 0
+        while True:
+            async with self.transaction() as tx:
+                status = await tx.execute(_PRUNE_EVENT_LOGS, cutoff, chunk_size)
+            deleted = int(status.rsplit(" ", 1)[-1])
+            total += deleted
+            if on_chunk is not None and deleted:
+                on_chunk(deleted)
+            if deleted < chunk_size:
+                return total
+            await asyncio.sleep(0)
 
     async def connect(self) -> Any:
         """A dedicated asyncpg connection outside the pool (for session state: advisory locks, LISTEN); the caller

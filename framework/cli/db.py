@@ -1,8 +1,9 @@
 """``onex db partitions [--ahead N] [--keep N]``: maintain the monthly partitions of ``hash_metrics``.
 
-``onex migrate up`` runs it too, and so does a running host: on start and then every ``ONEX_PARTITION_MAINTENANCE_S``
-seconds (default 6 h). Run it monthly (cron, a systemd timer) on a long-lived database no host keeps running. Same
-database flags as ``onex migrate``; exit codes 0 done, 1 failed, 2 usage.
+``onex migrate up`` runs it too (with the defaults). A running host only creates partitions (on start and then every
+``ONEX_PARTITION_MAINTENANCE_S`` seconds, default 6 h) and never drops any: dropping old months is done here, with
+``--keep``. Run it monthly (cron, a systemd timer) to apply the retention, and on a long-lived database no host keeps
+running. Same database flags as ``onex migrate``; exit codes 0 done, 1 failed, 2 usage.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Delivery rules every implementation keeps:
 - a message that cannot be decoded, or whose handler raises ``PoisonMessage`` (e.g. an invalid payload), goes to
   the dead-letter topic at once;
 - an event id that the group already processed is skipped (:class:`ProcessedEvents`), and reported to the
-  handler's ``on_duplicate`` when it has one (:data:`ON_DUPLICATE`);
+  subscription's ``on_duplicate`` observer when it has one;
 - ``Subscription.stop()`` drains: the handler in flight finishes and its offset is committed.
 
 Publishing rules:
@@ -61,10 +61,10 @@ class Message:
 
 Handler = Callable[[Message], Awaitable[None]]
 
-#: Optional attribute of a :data:`Handler`: ``on_duplicate(topic, envelope)``, called (synchronously, never awaited)
-#: for each message the subscription skips because its group already processed the event id. The handler itself
-#: never sees those; an observer (the host's event log) does.
-ON_DUPLICATE = "on_duplicate"
+#: ``on_duplicate(topic, envelope)`` of ``subscribe``: called (synchronously, never awaited) for each message the
+#: subscription skips because its group already processed the event id. The handler never sees those; an observer
+#: (the host's event log) does.
+DuplicateObserver = Callable[[str, OnexEnvelopeV1], None]
 
 
 class PublishManyError(PortError):
@@ -191,10 +191,13 @@ class EventBus(Protocol):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy = DeliveryPolicy(),
-        fetch_wait_ms: int | None = None,
+        fetch_max_wait_ms: int | None = None,
+        on_duplicate: DuplicateObserver | None = None,
     ) -> Subscription:
-        """Consume ``topics`` as a member of ``group``; returns once the member is consuming. ``fetch_wait_ms``: how
-        long a poll for new events may wait while none arrive (``None``: the bus's default). A subscription whose
-        events are rare and not urgent takes a longer wait: it costs less while idle and adds up to that much
-        latency. Buses that do not poll ignore it."""
+        """Consume ``topics`` as a member of ``group``; returns once the member is consuming.
+
+        ``fetch_max_wait_ms``: how long a poll for new events may wait while none arrive (``None``: the bus's
+        default). A subscription whose events are rare and not urgent takes a longer wait: it costs less while idle
+        and adds up to that much latency. Buses that do not poll ignore it. ``on_duplicate``: told of every event
+        skipped as already processed (see :data:`DuplicateObserver`)."""
         ...

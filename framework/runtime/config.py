@@ -14,6 +14,11 @@ from framework.errors import UsageError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 BUSES = ("kafka", "memory")
+#: Seconds between runs of the host's database maintenance when ONEX_PARTITION_MAINTENANCE_S is 0 and only the event
+#: log retention is on.
+RETENTION_ONLY_MAINTENANCE_S = 6 * 3600.0
+#: The longest event log retention accepted, 100 years (a longer one is what 0, keep every row, is for).
+MAX_EVENT_LOG_RETENTION_S = 100 * 365.25 * 24 * 3600.0
 
 #: Environment variable → setting: the one list that from_env, the CLI flags and the docs share.
 ENV_VARS: Mapping[str, str] = {
@@ -30,6 +35,7 @@ ENV_VARS: Mapping[str, str] = {
     "ONEX_DB_POOL_MIN": "db_pool_min",
     "ONEX_DB_POOL_MAX": "db_pool_max",
     "ONEX_PARTITION_MAINTENANCE_S": "partition_maintenance_s",
+    "ONEX_EVENT_LOG_RETENTION_S": "event_log_retention_s",
     "ONEX_INSTANCE_ID": "instance_id",
     "ONEX_EVENT_LOG": "event_log",
 }
@@ -50,8 +56,12 @@ class Settings:
     #: PostgreSQL pool of the host's store: connections opened on start, and the most it opens.
     db_pool_min: int = 10
     db_pool_max: int = 50
-    #: Seconds between runs of the hash_metrics partition maintenance while the host runs (0: never).
+    #: Seconds between runs of the host's database maintenance, which creates the coming months' hash_metrics
+    #: partitions (never drops any) and applies the event log retention (0: no partitions are created; the
+    #: retention, if on, then runs every RETENTION_ONLY_MAINTENANCE_S).
     partition_maintenance_s: float = 6 * 3600.0
+    #: Seconds an event_logs row is kept: the database maintenance deletes older ones (0: keep every row).
+    event_log_retention_s: float = 7 * 24 * 3600.0
     instance_id: str | None = None
     #: Write the event log (event_logs: every event consumed and published), when the host has a database.
     event_log: bool = True
@@ -88,9 +98,14 @@ class Settings:
             raise UsageError(
                 f"db_pool_max must be an integer >= db_pool_min ({self.db_pool_min}), got {self.db_pool_max!r}"
             )
-        if not self.partition_maintenance_s >= 0:
+        if not 0 <= self.partition_maintenance_s < float("inf"):
             raise UsageError(
                 f"partition_maintenance_s must be >= 0 seconds (0 disables it), got {self.partition_maintenance_s!r}"
+            )
+        if not 0 <= self.event_log_retention_s <= MAX_EVENT_LOG_RETENTION_S:
+            raise UsageError(
+                f"event_log_retention_s must be from 0 to {MAX_EVENT_LOG_RETENTION_S:.0f} seconds (0 keeps every row), "
+                f"got {self.event_log_retention_s!r}"
             )
 
 
@@ -109,7 +124,7 @@ def _convert(source: str, name: str, value: Any) -> Any:
             raise UsageError(f"{source}={text!r}: expected a positive number of seconds")
         return seconds
     if name in ("db_pool_min", "db_pool_max"):
-        if not text.isdigit() or int(text) < 1:
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
             raise UsageError(f"{source}={text!r}: expected a whole number of connections >= 1")
         return int(text)
     if name == "partition_maintenance_s":
@@ -118,7 +133,20 @@ def _convert(source: str, name: str, value: Any) -> Any:
         except ValueError:
             seconds = -1.0
         if not 0 <= seconds < float("inf"):
-            raise UsageError(f"{source}={text!r}: expected a number of seconds >= 0 (0 disables the maintenance)")
+            raise UsageError(
+                f"{source}={text!r}: expected a number of seconds >= 0 (0 turns the partition maintenance off)"
+            )
+        return seconds
+    if name == "event_log_retention_s":
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_EVENT_LOG_RETENTION_S:
+            raise UsageError(
+                f"{source}={text!r}: expected a number of seconds from 0 to {MAX_EVENT_LOG_RETENTION_S:.0f} "
+                "(100 years; 0 keeps every event log row)"
+            )
         return seconds
     if name == "log_level":
         if text.upper() not in LOG_LEVELS:

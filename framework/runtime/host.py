@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -33,8 +33,8 @@ from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
-    ON_DUPLICATE,
     DeliveryPolicy,
+    DuplicateObserver,
     EventBus,
     Handler,
     Message,
@@ -44,7 +44,7 @@ from framework.ports.event_bus import (
 from framework.ports.fsm_store import FSMStore
 from framework.ports.resource import Resource
 from framework.runtime.catalog import bind_effects, node_class
-from framework.runtime.config import Settings
+from framework.runtime.config import RETENTION_ONLY_MAINTENANCE_S, Settings
 from framework.runtime.http import respond, unified_errors
 from framework.runtime.kinds.base import Node, NodeRuntime
 from framework.runtime.logs import log_context
@@ -132,6 +132,16 @@ def _failed_status(policy: DeliveryPolicy, topic: str, *, last: bool) -> str:
     return DEAD_LETTERED if policy.dead_letter and dead_letter_topic(topic) != topic else DROPPED
 
 
+class _Consumer(NamedTuple):
+    """One consumer the host subscribes: its topics, handler and delivery settings."""
+
+    topics: list[str]
+    handler: Handler
+    policy: DeliveryPolicy
+    fetch_max_wait_ms: int | None = None
+    on_duplicate: DuplicateObserver | None = None
+
+
 class Host(Resource):
     """Hosts the nodes of ``contracts`` in this process."""
 
@@ -189,10 +199,26 @@ class Host(Resource):
                 "onex_db_circuit_probes_total", "Half-open probes the database circuit breaker let through."
             ),
         }
+        #: The two jobs of the periodic database maintenance (_maintain_database).
         self._partition_runs = Counter(
-            "onex_db_partition_maintenance_total", "Runs of the hash_metrics partition maintenance.", ("result",)
+            "onex_db_partition_maintenance_total",
+            "Runs of the database maintenance's hash_metrics partition creation (it never drops partitions).",
+            ("result",),
         )
-        for metric in (*self._gauges.values(), *self._circuit_counters.values(), self._partition_runs):
+        self._retention_runs = Counter(
+            "onex_db_event_log_retention_total", "Runs of the database maintenance's event log retention.", ("result",)
+        )
+        self._event_log_pruned = Counter(
+            "onex_db_event_logs_pruned_total",
+            "event_logs rows deleted by the event log retention (ONEX_EVENT_LOG_RETENTION_S).",
+        )
+        for metric in (
+            *self._gauges.values(),
+            *self._circuit_counters.values(),
+            self._partition_runs,
+            self._retention_runs,
+            self._event_log_pruned,
+        ):
             self.metrics.register(metric)
         self._event_log_metrics: dict[str, CounterReading | Gauge] = {
             "written": CounterReading("onex_event_log_written_total", "Rows written to event_logs."),
@@ -249,10 +275,8 @@ class Host(Resource):
             )
             await self.relay.start()
             stack.push_async_callback(self.relay.stop)
-            if s.partition_maintenance_s > 0:
-                maintenance = asyncio.create_task(
-                    self._maintain_partitions(self.store, s.partition_maintenance_s), name="onex-partition-maintenance"
-                )
+            if s.partition_maintenance_s > 0 or s.event_log_retention_s > 0:
+                maintenance = asyncio.create_task(self._maintain_database(self.store), name="onex-db-maintenance")
                 stack.push_async_callback(_cancel, maintenance)
         session = await stack.enter_async_context(aiohttp.ClientSession())
         resources["http_session"] = session
@@ -352,35 +376,80 @@ class Host(Resource):
                     log.warning("heartbeat not sent", exc_info=True, extra={"node": node.name})
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
-    async def _maintain_partitions(self, store: PostgresStore, interval_s: float) -> None:
-        """The hash_metrics partition maintenance of ``onex db partitions`` (this month and the next 3, keeping 12
-        months), once on start and then every ``interval_s`` (ONEX_PARTITION_MAINTENANCE_S) for as long as the host
-        runs. A failure (database down, the function missing) is logged and counted; the next period tries again."""
+    async def _maintain_database(self, store: PostgresStore) -> None:
+        """The host's periodic database maintenance, once on start and then every period for as long as it runs:
+
+        - partitions, unless ``ONEX_PARTITION_MAINTENANCE_S`` is 0: create this month's ``hash_metrics`` partition
+          and the next 3. It never drops a partition nor deletes a row: how many months to keep is the operator's
+          choice, made with ``onex db partitions --keep N``;
+        - event log retention, unless ``ONEX_EVENT_LOG_RETENTION_S`` is 0: delete the ``event_logs`` rows that
+          started longer ago than that, in chunks.
+
+        The period is ``ONEX_PARTITION_MAINTENANCE_S``, or :data:`RETENTION_ONLY_MAINTENANCE_S` when that is 0 (the
+        host starts this only when at least one of the two is on). A job that fails (database down, the function
+        missing) is logged and counted; the other still runs, and the next period tries both again."""
+        s = self.settings
+        interval_s = s.partition_maintenance_s or RETENTION_ONLY_MAINTENANCE_S
+        if s.event_log_retention_s > 0:
+            self._event_log_pruned.inc(0)  # shown as 0 rather than absent until the first rows go
         while True:
-            began = time.perf_counter()
-            try:
-                changes = await store.maintain_partitions()
-            except Exception as exc:
-                self._partition_runs.inc(result="failed")
-                log.warning(
-                    "hash_metrics partition maintenance failed; trying again in %g s",
-                    interval_s,
-                    extra={"error": f"{type(exc).__name__}: {exc}", "next_run_s": interval_s},
-                )
-            else:
-                self._partition_runs.inc(result="ok")
-                log.info(
-                    "hash_metrics partitions maintained: %s",
-                    ", ".join(f"{c.action} {c.partition}" for c in changes) or "nothing to do",
-                    extra={
-                        "changes": [
-                            {"action": c.action, "partition": c.partition, "detail": c.detail} for c in changes
-                        ],
-                        "duration_ms": round((time.perf_counter() - began) * 1000, 3),
-                        "next_run_s": interval_s,
-                    },
-                )
+            if s.partition_maintenance_s > 0:
+                await self._create_partitions(store, interval_s)
+            if s.event_log_retention_s > 0:
+                await self._apply_event_log_retention(store, timedelta(seconds=s.event_log_retention_s), interval_s)
             await asyncio.sleep(interval_s)
+
+    async def _create_partitions(self, store: PostgresStore, interval_s: float) -> None:
+        began = time.perf_counter()
+        try:
+            changes = await store.maintain_partitions(keep_months=None)  # None: create only, never drop
+        except Exception as exc:
+            self._partition_runs.inc(result="failed")
+            log.warning(
+                "hash_metrics partition maintenance failed; trying again in %g s",
+                interval_s,
+                extra={"error": f"{type(exc).__name__}: {exc}", "next_run_s": interval_s},
+            )
+        else:
+            self._partition_runs.inc(result="ok")
+            log.info(
+                "hash_metrics partitions maintained: %s",
+                ", ".join(f"{c.action} {c.partition}" for c in changes) or "nothing to do",
+                extra={
+                    "changes": [{"action": c.action, "partition": c.partition, "detail": c.detail} for c in changes],
+                    "duration_ms": round((time.perf_counter() - began) * 1000, 3),
+                    "next_run_s": interval_s,
+                },
+            )
+
+    async def _apply_event_log_retention(self, store: PostgresStore, retention: timedelta, interval_s: float) -> None:
+        began = time.perf_counter()
+        deleted = 0
+
+        def count(rows: int) -> None:
+            nonlocal deleted
+            deleted += rows
+            self._event_log_pruned.inc(rows)
+
+        details = {"retention_s": retention.total_seconds(), "next_run_s": interval_s}
+        try:
+            await store.prune_event_logs(retention, on_chunk=count)
+        except Exception as exc:
+            self._retention_runs.inc(result="failed")
+            log.warning(
+                "event log retention failed after deleting %d rows; trying again in %g s",
+                deleted,
+                interval_s,
+                extra={"error": f"{type(exc).__name__}: {exc}", "deleted": deleted, **details},
+            )
+        else:
+            self._retention_runs.inc(result="ok")
+            log.info(
+                "event log retention: deleted %d event_logs rows started more than %g s ago",
+                deleted,
+                retention.total_seconds(),
+                extra={"deleted": deleted, "duration_ms": round((time.perf_counter() - began) * 1000, 3), **details},
+            )
 
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -415,14 +484,16 @@ class Host(Resource):
         host hears every request for introspection, so it listens in a group of its own."""
         bus = self.bus
         assert bus is not None
-        consumers: dict[tuple[str, str], tuple[list[str], Handler, DeliveryPolicy, int | None]] = {}
+        consumers: dict[tuple[str, str], _Consumer] = {}
+        on_duplicate = self._trace_duplicate if self.tracer is not None else None
         for node in self.nodes:
             policy = delivery_policy(node.contract)
             for sub in node.contract.subscriptions:
                 topic, group = node.routes[sub.event].topic, sub.group or node.name
                 if (group, node.name) not in consumers:
-                    consumers[group, node.name] = ([], self._observed(node, group, policy), policy, None)
-                consumers[group, node.name][0].append(topic)
+                    handler = self._observed(node, group, policy)
+                    consumers[group, node.name] = _Consumer([], handler, policy, on_duplicate=on_duplicate)
+                consumers[group, node.name].topics.append(topic)
                 self.endpoints.consumes.setdefault(node.name, []).append(topic)
         best_effort = DeliveryPolicy(max_attempts=3, dead_letter=False)  # a stale request is not worth keeping
         for topic, nodes in self._answering_nodes().items():
@@ -431,15 +502,22 @@ class Host(Resource):
             group = f"onex-introspection-{self.instance}{suffix}"
             # Requests are rare and a late answer costs nothing: a long poll keeps an idle host cheap.
             answer = self._introspection_answer(nodes)
-            consumers[group, ""] = ([topic], answer, best_effort, INTROSPECTION_FETCH_WAIT_MS)
-        by_group: dict[str, list[tuple[list[str], Handler, DeliveryPolicy, int | None]]] = {}
+            consumers[group, ""] = _Consumer([topic], answer, best_effort, INTROSPECTION_FETCH_WAIT_MS)
+        by_group: dict[str, list[_Consumer]] = {}
         for (group, _), consumer in consumers.items():
             by_group.setdefault(group, []).append(consumer)
 
-        async def join(group: str, members: list[tuple[list[str], Handler, DeliveryPolicy, int | None]]) -> None:
-            for topics, handler, policy, wait_ms in members:
+        async def join(group: str, members: list[_Consumer]) -> None:
+            for c in members:
                 self._subscriptions.append(
-                    await bus.subscribe(topics, group=group, handler=handler, policy=policy, fetch_wait_ms=wait_ms)
+                    await bus.subscribe(
+                        c.topics,
+                        group=group,
+                        handler=c.handler,
+                        policy=c.policy,
+                        fetch_max_wait_ms=c.fetch_max_wait_ms,
+                        on_duplicate=c.on_duplicate,
+                    )
                 )
 
         results = await asyncio.gather(*(join(g, m) for g, m in by_group.items()), return_exceptions=True)
@@ -505,14 +583,13 @@ class Host(Resource):
                 if trace is not None:
                     trace(message.topic, env, status, started, clock(), error=error)
 
-        if trace is not None:
-            # The subscription skips an event id its group already processed without calling the handler.
-            def duplicate(topic: str, envelope: OnexEnvelopeV1) -> None:
-                now = clock()
-                trace(topic, envelope, DUPLICATE, now, now)
-
-            setattr(handler, ON_DUPLICATE, duplicate)
         return handler
+
+    def _trace_duplicate(self, topic: str, envelope: OnexEnvelopeV1) -> None:
+        """The subscription skipped an event its group already processed, without calling the handler: log it."""
+        assert self.tracer is not None
+        now = time.time()
+        self.tracer.consumed(topic, envelope, DUPLICATE, now, now)
 
     # --- HTTP -----------------------------------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from framework.contract.spec import Contract, ContractTest, PostgresEffect, SqlA
 from framework.contract.validate import validate_paths
 from framework.errors import ContractError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import DeliveryPolicy, Handler, Headers, Message, Subscription
+from framework.ports.event_bus import DeliveryPolicy, DuplicateObserver, Handler, Headers, Message, Subscription
 from framework.ports.fsm_store import TransitionRecord
 from framework.ports.store import (
     Store,
@@ -110,7 +110,8 @@ class CapturingBus:
         group: str,
         handler: Handler,
         policy: DeliveryPolicy | None = None,
-        fetch_wait_ms: int | None = None,
+        fetch_max_wait_ms: int | None = None,
+        on_duplicate: DuplicateObserver | None = None,
     ) -> Subscription:
         raise ContractError("onex test delivers the test case's event itself; a node may not subscribe on its own")
 

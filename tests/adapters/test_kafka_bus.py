@@ -120,10 +120,10 @@ async def test_a_subscription_may_poll_less_often_and_still_gets_every_event(
 ) -> None:
     topic = unique_topic()
     await bus.ensure_topics([topic], partitions=1)
-    with pytest.raises(UsageError, match="fetch_wait_ms must be an integer >= 0 or None, got -1"):
-        await bus.subscribe([topic], group="never", handler=Collector(), fetch_wait_ms=-1)
+    with pytest.raises(UsageError, match="fetch_max_wait_ms must be an integer >= 0 or None, got -1"):
+        await bus.subscribe([topic], group="never", handler=Collector(), fetch_max_wait_ms=-1)
     patient, default = Collector(), Collector()
-    slow = await bus.subscribe([topic], group=f"slow-{uuid.uuid4().hex[:8]}", handler=patient, fetch_wait_ms=400)
+    slow = await bus.subscribe([topic], group=f"slow-{uuid.uuid4().hex[:8]}", handler=patient, fetch_max_wait_ms=400)
     usual = await bus.subscribe([topic], group=f"usual-{uuid.uuid4().hex[:8]}", handler=default)
     # The setting reaches the consumer's fetcher (aiokafka keeps it there), and only that subscription's.
     assert slow._consumer._fetcher._fetch_max_wait_ms == 400

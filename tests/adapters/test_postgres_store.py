@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from framework.adapters.circuit_breaker import CircuitBreaker, CircuitState
 from framework.adapters.embedded_kafka import free_loopback_port
 from framework.adapters.embedded_postgres import EmbeddedPostgres
+from framework.adapters.migrator import MigrationError
 from framework.adapters.postgres_store import PostgresStore, is_connection_failure
 from framework.errors import CircuitOpenError, QueryError, RetriablePortError, UsageError
 from tests.pg import WAIT_S, migrated_database, open_store, wait_for
@@ -402,6 +404,129 @@ async def test_migrate_applies_the_shipped_migrations_once(postgres_dsn: str) ->
         assert await fresh.migrate() == []
         async with fresh.transaction() as tx:
             assert await tx.fetchval("SELECT to_regclass('outbox') IS NOT NULL")
+
+
+# --- partition maintenance and the event log retention -----------------------------------------------------------
+
+
+def month_start(offset: int) -> datetime:
+    """Midnight UTC of the first day of the month ``offset`` months from this one."""
+    now = datetime.now(UTC)
+    index = now.year * 12 + now.month - 1 + offset
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+def partition_of(month: datetime) -> str:
+    return f"hash_metrics_p{month:%Y%m}"
+
+
+async def relation_exists(store: PostgresStore, relation: str) -> bool:
+    async with store.transaction() as tx:
+        return bool(await tx.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
+
+
+async def count_rows(store: PostgresStore, sql: str, *args: Any) -> int:
+    async with store.transaction() as tx:
+        return int(await tx.fetchval(sql, *args))
+
+
+async def test_maintain_partitions_creates_by_default_and_drops_only_with_a_retention(store: PostgresStore) -> None:
+    old, older, coming = month_start(-20), month_start(-30), partition_of(month_start(1))
+    async with store.transaction() as tx:
+        # The partition of a month 20 months ago (the function with as_of then, and the longest retention).
+        await tx.fetch("SELECT * FROM onex_maintain_hash_metrics_partitions(0, 1200, $1)", old + timedelta(days=2))
+        await tx.execute(f'DROP TABLE "{coming}"')
+        # One row in that partition, one of a month without a partition (in the default partition).
+        await tx.execute(
+            "INSERT INTO hash_metrics (recorded_at, operation, duration_ms) VALUES ($1, 'hash', 1), ($2, 'hash', 1)",
+            old + timedelta(days=1),
+            older + timedelta(days=1),
+        )
+
+    changes = await store.maintain_partitions()
+    assert [(c.action, c.partition) for c in changes] == [("created", coming)]
+    assert await relation_exists(store, partition_of(old)), "the default maintenance dropped an old partition"
+    assert await count_rows(store, "SELECT count(*) FROM hash_metrics") == 2
+    assert await store.maintain_partitions() == []
+
+    # With a retention, as `onex db partitions --keep 12` does, both old months go.
+    changes = await store.maintain_partitions(keep_months=12)
+    assert [(c.action, c.partition) for c in changes] == [
+        ("dropped", partition_of(old)),
+        ("purged", "hash_metrics_default"),
+    ]
+    assert not await relation_exists(store, partition_of(old))
+    assert await count_rows(store, "SELECT count(*) FROM hash_metrics") == 0
+
+
+async def test_create_only_maintenance_changes_nothing_rather_than_remove_a_century_old_row(
+    store: PostgresStore,
+) -> None:
+    coming = partition_of(month_start(1))
+    async with store.transaction() as tx:
+        await tx.execute(f'DROP TABLE "{coming}"')
+        await tx.execute(
+            "INSERT INTO hash_metrics (recorded_at, operation, duration_ms) "
+            "VALUES ('1901-03-01 00:00:00+00', 'hash', 1)"
+        )
+    with pytest.raises(MigrationError, match=r"would have removed data even keeping 1200 months \(purged "):
+        await store.maintain_partitions()
+    # Rolled back as a whole: the row is kept, and the partition the same call created is gone again.
+    assert await count_rows(store, "SELECT count(*) FROM hash_metrics") == 1
+    assert not await relation_exists(store, coming)
+
+
+async def insert_event_logs(store: PostgresStore, count: int, age: timedelta, topic: str = "test.retention") -> None:
+    async with store.transaction() as tx:
+        await tx.executemany(
+            "INSERT INTO event_logs (event_id, topic, event_type, direction, status, started_at) "
+            "VALUES ($1, $2, 'test', 'in', 'handled', now() - $3::interval)",
+            [(uuid.uuid4(), topic, age) for _ in range(count)],
+        )
+
+
+async def test_prune_event_logs_deletes_the_older_rows_chunk_by_chunk(store: PostgresStore) -> None:
+    await insert_event_logs(store, 25, timedelta(days=8))
+    await insert_event_logs(store, 5, timedelta(days=6))
+    chunks: list[int] = []
+    assert await store.prune_event_logs(timedelta(days=7), chunk_size=10, on_chunk=chunks.append) == 25
+    assert chunks == [10, 10, 5]
+    assert await count_rows(store, "SELECT count(*) FROM event_logs") == 5
+    assert await count_rows(store, "SELECT count(*) FROM event_logs WHERE started_at < now() - interval '7 days'") == 0
+
+    # Nothing left to delete: one empty chunk, not reported.
+    assert await store.prune_event_logs(timedelta(days=7), chunk_size=10, on_chunk=chunks.append) == 0
+    assert chunks == [10, 10, 5]
+
+    # A backlog that is an exact multiple of the chunk ends with an empty chunk.
+    await insert_event_logs(store, 20, timedelta(days=30))
+    chunks.clear()
+    assert await store.prune_event_logs(timedelta(days=7), chunk_size=10, on_chunk=chunks.append) == 20
+    assert chunks == [10, 10]
+    assert await count_rows(store, "SELECT count(*) FROM event_logs") == 5
+
+
+async def test_each_chunk_of_prune_event_logs_commits_by_itself(store: PostgresStore) -> None:
+    await insert_event_logs(store, 25, timedelta(days=8))
+
+    def stop(rows: int) -> None:
+        raise RuntimeError(f"stopped after a chunk of {rows}")
+
+    with pytest.raises(RuntimeError, match="stopped after a chunk of 10"):
+        await store.prune_event_logs(timedelta(days=7), chunk_size=10, on_chunk=stop)
+    assert await count_rows(store, "SELECT count(*) FROM event_logs") == 15, "the first chunk was not committed"
+
+
+async def test_prune_event_logs_refuses_bad_arguments(store: PostgresStore) -> None:
+    for older_than in (timedelta(0), timedelta(seconds=-1), 3600):
+        with pytest.raises(UsageError, match="older_than must be a positive timedelta"):
+            await store.prune_event_logs(older_than)  # type: ignore[arg-type]
+    for chunk_size in (0, -5, 2.5, True):
+        with pytest.raises(UsageError, match="chunk_size must be an integer >= 1"):
+            await store.prune_event_logs(timedelta(days=1), chunk_size=chunk_size)  # type: ignore[arg-type]
+    async with store.transaction():
+        with pytest.raises(UsageError, match="outside a transaction of this store"):
+            await store.prune_event_logs(timedelta(days=1))
 
 
 # --- PostgreSQL restarted under load ----------------------------------------------------------------------------

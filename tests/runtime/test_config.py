@@ -110,7 +110,8 @@ def test_the_host_flags_set_the_pool() -> None:
         ({"ONEX_DB_POOL_MIN": "60"}, "ONEX_DB_POOL_MAX=50 (the default) is below ONEX_DB_POOL_MIN=60"),
         (
             {"ONEX_PARTITION_MAINTENANCE_S": "-1"},
-            "ONEX_PARTITION_MAINTENANCE_S='-1': expected a number of seconds >= 0 (0 disables the maintenance)",
+            "ONEX_PARTITION_MAINTENANCE_S='-1': expected a number of seconds >= 0 "
+            "(0 turns the partition maintenance off)",
         ),
         ({"ONEX_PARTITION_MAINTENANCE_S": "often"}, "ONEX_PARTITION_MAINTENANCE_S='often': expected a number"),
         ({"ONEX_PARTITION_MAINTENANCE_S": "nan"}, "ONEX_PARTITION_MAINTENANCE_S='nan': expected a number"),
@@ -129,4 +130,40 @@ def test_settings_built_in_code_are_checked_too() -> None:
         Settings(db_pool_max=5)
     with pytest.raises(UsageError, match="partition_maintenance_s must be >= 0 seconds"):
         Settings(partition_maintenance_s=-1.0)
+    with pytest.raises(UsageError, match=r"event_log_retention_s must be from 0 to 3155760000 seconds \(0 keeps"):
+        Settings(event_log_retention_s=-1.0)
+    with pytest.raises(UsageError, match="event_log_retention_s must be from 0 to 3155760000 seconds"):
+        Settings(event_log_retention_s=float("nan"))
     assert Settings(db_pool_min=1, db_pool_max=1).db_pool_max == 1
+
+
+# --- the event log retention --------------------------------------------------------------------------------------
+
+
+def test_event_log_retention_defaults_to_7_days() -> None:
+    assert Settings.load({}).event_log_retention_s == 604800.0
+    assert Settings().event_log_retention_s == 7 * 24 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("0", 0.0), (" 3600 ", 3600.0), ("90.5", 90.5), ("3155760000", 3155760000.0)]
+)
+def test_event_log_retention_from_the_environment(value: str, seconds: float) -> None:
+    assert Settings.load({"ONEX_EVENT_LOG_RETENTION_S": value}).event_log_retention_s == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "a week", "nan", "inf", "-inf", "3155760001"])
+def test_bad_event_log_retention_names_the_variable_and_the_range(value: str) -> None:
+    with pytest.raises(UsageError) as info:
+        Settings.load({"ONEX_EVENT_LOG_RETENTION_S": value})
+    assert str(info.value).startswith(
+        f"ONEX_EVENT_LOG_RETENTION_S={value!r}: expected a number of seconds from 0 to 3155760000 "
+        "(100 years; 0 keeps every event log row)"
+    )
+
+
+def test_event_log_retention_has_no_flag_like_the_partition_maintenance() -> None:
+    parser = argparse.ArgumentParser()
+    add_host_flags(parser)
+    for option in ("--event-log-retention-s", "--partition-maintenance-s"):
+        assert option not in parser._option_string_actions

@@ -1,6 +1,7 @@
 """The host and its PostgreSQL store: migrations on start, the pool sizes of the settings, the circuit breaker in
-/metrics, and the periodic hash_metrics partition maintenance. On the session's real PostgreSQL, each test on a
-fresh database; the bus is the in-memory one (Kafka plays no part here)."""
+/metrics, and the periodic database maintenance (hash_metrics partitions created, never dropped; the event log
+retention). On the session's real PostgreSQL, each test on a fresh database; the bus is the in-memory one (Kafka
+plays no part here)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import asyncio
 import logging
 import re
 import textwrap
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -60,6 +62,7 @@ def settings_for(tmp_path: Path, dsn: str, **overrides: object) -> Settings:
         "db_pool_min": 1,
         "db_pool_max": 4,
         "partition_maintenance_s": 0,
+        "event_log_retention_s": 0,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
@@ -78,10 +81,15 @@ def sample(text: str, name: str) -> float:
     return float(match[1])
 
 
-def month_partition(months_ahead: int) -> str:
+def month_start(months_ahead: int) -> datetime:
+    """Midnight UTC of the first day of the month ``months_ahead`` months from this one (negative: before it)."""
     now = datetime.now(UTC)
-    index = now.month - 1 + months_ahead
-    return f"hash_metrics_p{now.year + index // 12:04d}{index % 12 + 1:02d}"
+    index = now.year * 12 + now.month - 1 + months_ahead
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+def month_partition(months_ahead: int) -> str:
+    return f"hash_metrics_p{month_start(months_ahead):%Y%m}"
 
 
 async def exists(connection: asyncpg.Connection, relation: str) -> bool:
@@ -254,11 +262,18 @@ async def test_the_host_maintains_partitions_periodically_and_survives_failures(
                 await connection.execute(f'DROP TABLE "{next_month}"')
                 assert not await exists(connection, next_month)
                 await wait_for(lambda: exists(connection, next_month), f"{next_month} to be created again")
-                created = [r for r in caplog.records if r.getMessage().startswith("hash_metrics partitions maintained")]
-                assert any(f"created {next_month}" in r.getMessage() for r in created)
+
+                def created() -> list[logging.LogRecord]:
+                    prefix = "hash_metrics partitions maintained"
+                    return [r for r in caplog.records if r.getMessage().startswith(prefix)]
+
+                # The run logs once its transaction has committed (and its connection closed): a moment later.
+                await wait_for(
+                    lambda: any(f"created {next_month}" in r.getMessage() for r in created()), "the creation's log line"
+                )
                 assert any(
                     {"action": "created", "partition": next_month, "detail": None} in getattr(r, "changes", [])
-                    for r in created
+                    for r in created()
                 )
 
                 # The database refuses the maintenance: logged, counted, and the host carries on.
@@ -283,6 +298,7 @@ async def test_the_host_maintains_partitions_periodically_and_survives_failures(
                 )
                 await connection.execute(f'DROP TABLE "{next_month}"')
                 await wait_for(lambda: exists(connection, next_month), f"{next_month} after the failures")
+                await wait_for(lambda: runs.value(result="ok") >= 3, "the run after the failures to be counted")
                 text = await get_metrics(host)
                 assert sample(text, 'onex_db_partition_maintenance_total{result="failed"}') >= 2
                 assert sample(text, 'onex_db_partition_maintenance_total{result="ok"}') >= 3
@@ -300,5 +316,160 @@ async def test_partition_maintenance_set_to_0_never_runs(postgres_dsn: str, tmp_
                 await asyncio.sleep(0.3)
                 assert host._partition_runs.value(result="ok") == 0
                 assert not await exists(connection, next_month)
+        finally:
+            await connection.close()
+
+
+async def test_the_host_creates_missing_partitions_but_never_drops_old_ones(
+    postgres_dsn: str, tmp_path: Path, ledger: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onex.host")
+    next_month, old = month_partition(1), month_partition(-20)
+    async with migrated_database(postgres_dsn) as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            # A partition of 20 months ago, as an operator keeping 36 months (`onex db partitions --keep 36`) has,
+            # with a row in it, and a row of 30 months ago in the default partition.
+            await connection.fetch(
+                "SELECT * FROM onex_maintain_hash_metrics_partitions(0, 36, $1)", month_start(-20) + timedelta(days=3)
+            )
+            await connection.execute(
+                "INSERT INTO hash_metrics (recorded_at, operation, duration_ms) "
+                "VALUES ($1, 'hash', 1), ($2, 'hash', 1)",
+                month_start(-20) + timedelta(days=1),
+                month_start(-30) + timedelta(days=1),
+            )
+            await connection.execute(f'DROP TABLE "{next_month}"')
+            assert await exists(connection, old)
+
+            async with Host([ledger], settings_for(tmp_path, dsn, partition_maintenance_s=0.2)) as host:
+                runs = host._partition_runs
+                await wait_for(lambda: exists(connection, next_month), f"{next_month} to be created")
+                await wait_for(lambda: runs.value(result="ok") >= 3, "three maintenance runs")
+                assert await exists(connection, old), "the host dropped a partition"
+                assert await connection.fetchval("SELECT count(*) FROM hash_metrics") == 2
+                assert runs.value(result="failed") == 0
+            changes = [
+                change["action"]
+                for r in caplog.records
+                if r.getMessage().startswith("hash_metrics partitions maintained")
+                for change in getattr(r, "changes", [])
+            ]
+            assert changes == ["created"]
+        finally:
+            await connection.close()
+
+
+# --- event log retention --------------------------------------------------------------------------------------
+
+
+async def insert_event_logs(connection: asyncpg.Connection, count: int, age: timedelta) -> None:
+    await connection.executemany(
+        "INSERT INTO event_logs (event_id, topic, event_type, direction, status, started_at) "
+        "VALUES ($1, 'test.retention', 'test', 'in', 'handled', now() - $2::interval)",
+        [(uuid.uuid4(), age) for _ in range(count)],
+    )
+
+
+async def count_event_logs(connection: asyncpg.Connection, older_than: timedelta | None = None) -> int:
+    if older_than is None:
+        return int(await connection.fetchval("SELECT count(*) FROM event_logs WHERE topic = 'test.retention'"))
+    return int(
+        await connection.fetchval(
+            "SELECT count(*) FROM event_logs WHERE topic = 'test.retention' AND started_at < now() - $1::interval",
+            older_than,
+        )
+    )
+
+
+async def test_the_host_deletes_event_log_rows_older_than_the_retention(
+    postgres_dsn: str, tmp_path: Path, ledger: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onex.host")
+    async with migrated_database(postgres_dsn) as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await insert_event_logs(connection, 30, timedelta(hours=3))
+            await insert_event_logs(connection, 4, timedelta(minutes=10))
+            settings = settings_for(tmp_path, dsn, partition_maintenance_s=0.2, event_log_retention_s=3600)
+            async with Host([ledger], settings) as host:
+                await wait_for(lambda: host._event_log_pruned.value() >= 30, "the old rows to be deleted")
+                await wait_for(lambda: host._retention_runs.value(result="ok") >= 2, "a second retention run")
+                assert await count_event_logs(connection) == 4
+                text = await get_metrics(host)
+            assert sample(text, "onex_db_event_logs_pruned_total") == 30
+            assert sample(text, 'onex_db_event_log_retention_total{result="ok"}') >= 2
+            assert 'onex_db_event_log_retention_total{result="failed"}' not in text
+            pruned = [r for r in caplog.records if r.getMessage().startswith("event log retention: deleted")]
+            assert pruned[0].getMessage() == (
+                "event log retention: deleted 30 event_logs rows started more than 3600 s ago"
+            )
+            assert getattr(pruned[0], "deleted", None) == 30 and getattr(pruned[0], "retention_s", None) == 3600
+            assert all(getattr(r, "deleted", None) == 0 for r in pruned[1:])
+        finally:
+            await connection.close()
+
+
+async def test_event_log_retention_0_keeps_every_row(postgres_dsn: str, tmp_path: Path, ledger: Contract) -> None:
+    async with migrated_database(postgres_dsn) as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await insert_event_logs(connection, 5, timedelta(days=400))
+            settings = settings_for(tmp_path, dsn, partition_maintenance_s=0.2, event_log_retention_s=0)
+            async with Host([ledger], settings) as host:
+                await wait_for(lambda: host._partition_runs.value(result="ok") >= 3, "three maintenance runs")
+                assert await count_event_logs(connection) == 5
+                assert host._retention_runs.value(result="ok") == host._retention_runs.value(result="failed") == 0
+                text = await get_metrics(host)
+            assert not re.search(r"^onex_db_event_logs_pruned_total ", text, re.MULTILINE), "the retention is off"
+        finally:
+            await connection.close()
+
+
+async def test_with_partition_maintenance_0_the_retention_still_runs_and_creates_no_partition(
+    postgres_dsn: str, tmp_path: Path, ledger: Contract
+) -> None:
+    next_month = month_partition(1)
+    async with migrated_database(postgres_dsn) as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(f'DROP TABLE "{next_month}"')
+            await insert_event_logs(connection, 3, timedelta(days=8))
+            settings = settings_for(tmp_path, dsn, partition_maintenance_s=0, event_log_retention_s=604800)
+            async with Host([ledger], settings) as host:
+                await wait_for(lambda: host._retention_runs.value(result="ok") >= 1, "the retention run on start")
+                assert host._event_log_pruned.value() == 3
+                assert await count_event_logs(connection) == 0
+                assert host._partition_runs.value(result="ok") == host._partition_runs.value(result="failed") == 0
+                assert not await exists(connection, next_month)
+        finally:
+            await connection.close()
+
+
+async def test_a_failed_retention_is_logged_counted_and_retried_without_stopping_the_partitions(
+    postgres_dsn: str, tmp_path: Path, ledger: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onex.host")
+    async with migrated_database(postgres_dsn) as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute("ALTER TABLE event_logs RENAME TO event_logs_away")
+            settings = settings_for(
+                tmp_path, dsn, partition_maintenance_s=0.2, event_log_retention_s=3600, event_log=False
+            )
+            async with Host([ledger], settings) as host:
+                retention, partitions = host._retention_runs, host._partition_runs
+                await wait_for(lambda: retention.value(result="failed") >= 2, "two failed retention runs")
+                assert partitions.value(result="ok") >= 2 and partitions.value(result="failed") == 0
+                failures = [r for r in caplog.records if r.getMessage().startswith("event log retention failed")]
+                assert failures[-1].levelno == logging.WARNING
+                assert 'relation "event_logs" does not exist' in getattr(failures[-1], "error", "")
+                assert host.ready
+
+                await connection.execute("ALTER TABLE event_logs_away RENAME TO event_logs")
+                await insert_event_logs(connection, 2, timedelta(hours=2))
+                await wait_for(lambda: host._event_log_pruned.value() >= 2, "the retention after the failures")
+                assert retention.value(result="ok") >= 1
+                assert await count_event_logs(connection) == 0
         finally:
             await connection.close()
