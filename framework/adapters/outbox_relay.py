@@ -55,7 +55,7 @@ from framework.errors import PortError, UsageError
 from framework.events.envelope import EnvelopeError, OnexEnvelopeV1
 from framework.ports.event_bus import EventBus, Headers, PublishManyError, dead_letter_topic
 from framework.ports.resource import Resource
-from framework.ports.store import Store, current_transaction
+from framework.ports.store import Store, current_transaction, rows_affected
 
 __all__ = ["OUTBOX_LOCK_KEY", "OutboxRelay", "publish_or_enqueue", "wait_until_drained"]
 
@@ -212,7 +212,7 @@ class OutboxRelay(Resource):
             raise UsageError(f"older_than must be a positive timedelta, got {older_than!r}")
         async with self._store.transaction() as tx:
             status = await tx.execute(_PRUNE, older_than)
-        return int(status.rsplit(" ", 1)[-1])
+        return rows_affected(status)
 
     # --- life ---------------------------------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from framework.errors import NodeRuleError, PortError, UsageError
-from framework.ports.store import Store, Transaction, in_transaction
+from framework.ports.store import Store, Transaction, in_transaction, rows_affected
 
 __all__ = [
     "PostgresEffectCall",
@@ -486,7 +486,7 @@ class PostgresEffectCall:
             return None if row is None else dict(row)
         if self.operation == "select":
             return [dict(r) for r in await self._effects.run(lambda tx: tx.fetch(sql, *params))]
-        return _count(await self._effects.run(lambda tx: tx.execute(sql, *params)))
+        return rows_affected(await self._effects.run(lambda tx: tx.execute(sql, *params)))
 
     async def run_many(self, statement: PostgresStatement, rows: Iterable[Mapping[str, Any]]) -> int:
         """Run an insert/upsert ``statement`` for every row of ``rows`` in one ``executemany`` (in one statement
@@ -589,7 +589,7 @@ class PostgresEffectCall:
             key_values = self._key(kwargs)
             sql = self._statement(shape)
             status = await self._effects.run(lambda tx: tx.execute(sql, *values, *key_values))
-            return _count(status)
+            return rows_affected(status)
         if args:
             raise UsageError(
                 f"effect '{self.name}' ({self.operation}) takes the key as keywords: {self.name}("
@@ -600,7 +600,7 @@ class PostgresEffectCall:
         sql = self._fixed_sql
         if self.operation == "select":
             return await self._effects.run(lambda tx: tx.fetch(sql, *key_values))
-        return _count(await self._effects.run(lambda tx: tx.execute(sql, *key_values)))
+        return rows_affected(await self._effects.run(lambda tx: tx.execute(sql, *key_values)))
 
     async def many(self, rows: Iterable[Mapping[str, Any]], **kwargs: Any) -> int:
         """Insert or upsert ``rows`` (all with the same columns) in one ``executemany``; return how many. ``keep``
@@ -754,11 +754,6 @@ class PostgresEffectCall:
         conflict_key = self.key if self.operation == "upsert" else ()
         sql = _insert_sql(self._qtable, shape, conflict_key, keep=keep, increment=increment)
         return sql + (" RETURNING *" if returning else "")
-
-
-def _count(status: str) -> int:
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 def _conflict_kwargs(statement: PostgresStatement) -> dict[str, Any]:

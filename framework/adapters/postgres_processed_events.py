@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from framework.errors import UsageError
-from framework.ports.store import Store, in_transaction
+from framework.ports.store import Store, in_transaction, rows_affected
 
 __all__ = ["PostgresProcessedEvents"]
 
@@ -58,7 +58,7 @@ class PostgresProcessedEvents:
         if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
             raise UsageError(f"older_than must be a positive timedelta, got {older_than!r}")
         status: str = await in_transaction(self._store, lambda tx: tx.execute(_PRUNE, older_than))
-        return int(status.rsplit(" ", 1)[-1])
+        return rows_affected(status)
 
 
 def _uuid(event_id: Any) -> UUID:

@@ -74,6 +74,7 @@ from framework.ports.store import (
     Headers,
     current_transaction,
     reset_current_transaction,
+    rows_affected,
     set_current_transaction,
 )
 
@@ -243,7 +244,7 @@ class PostgresTransaction:
             f"COPY {table} ({', '.join(columns)})",
             lambda: self._connection.copy_records_to_table(table, records=records, columns=list(columns)),
         )
-        return int(status.rsplit(" ", 1)[-1]) if status.startswith("COPY") else 0
+        return rows_affected(status)
 
     async def enqueue(
         self, topic: str, envelope: OnexEnvelopeV1, *, key: bytes | None = None, headers: Headers = ()
@@ -620,7 +621,7 @@ class PostgresStore(Resource):
         while True:
             async with self.transaction() as tx:
                 status = await tx.execute(_PRUNE_EVENT_LOGS, cutoff, chunk_size)
-            deleted = int(status.rsplit(" ", 1)[-1])
+            deleted = rows_affected(status)
             total += deleted
             if on_chunk is not None and deleted:
                 on_chunk(deleted)
@@ -712,7 +713,7 @@ class PostgresStore(Resource):
                 self._breaker.release_probe()  # a verdict, if there was one, was recorded already
             raise
         self._breaker.record_success()
-        return int(status.rsplit(" ", 1)[-1]) if str(status).startswith("COPY") else 0
+        return rows_affected(status)
 
     async def _acquire(self) -> Any:
         """A connection of the pool (the caller releases it); ``RetriablePortError`` if none comes."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from framework.ports.store import Store, Transaction, in_transaction
+from framework.ports.store import Store, Transaction, in_transaction, rows_affected
 from framework.ports.workflow_store import Execution, StepOutcome, StepStatus
 
 _LEASE = "now() + make_interval(secs => {})"
@@ -176,7 +176,7 @@ class PostgresWorkflowStore:
 
     async def renew(self, owner: str, lease_s: float) -> int:
         status: str = await in_transaction(self._store, lambda tx: tx.execute(_RENEW, owner, lease_s))
-        return int(status.rsplit(" ", 1)[-1])
+        return rows_affected(status)
 
     async def owner(self, workflow_id: str) -> tuple[str | None, float | None]:
         row = await in_transaction(self._store, lambda tx: tx.fetchrow(_OWNER, workflow_id))

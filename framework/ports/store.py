@@ -39,6 +39,7 @@ __all__ = [
     "deferred_outbox",
     "in_transaction",
     "reset_current_transaction",
+    "rows_affected",
     "set_current_transaction",
 ]
 
@@ -106,6 +107,13 @@ T = TypeVar("T")
 _current: ContextVar[Transaction | None] = ContextVar("onex_current_transaction", default=None)
 
 
+def rows_affected(status: str) -> int:
+    """The row count of a command status that ``execute`` returns (``DELETE 3``, ``INSERT 0 1``, ``COPY 5``); 0 for a
+    status without one."""
+    tail = str(status).rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def current_transaction(store: Store | None = None) -> Transaction | None:
     """The transaction open in this context (of ``store``, when given), or ``None``."""
     transaction = _current.get()
@@ -144,15 +152,7 @@ class _DeferredOutbox:
         self._events: list[tuple[str, OnexEnvelopeV1, bytes | None, Headers]] = []
         self._flushed = False  # from then on, events go to the transaction at once (a task that outlived the block)
 
-    @property
-    def store(self) -> Any:
-        return self._tx.store
-
-    @property
-    def active(self) -> bool:
-        return self._tx.active
-
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # store, active, execute, fetch, claim_event, ...
         return getattr(self._tx, name)
 
     async def enqueue(

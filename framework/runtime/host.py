@@ -212,14 +212,6 @@ class Host(Resource):
             "onex_db_event_logs_pruned_total",
             "event_logs rows deleted by the event log retention (ONEX_EVENT_LOG_RETENTION_S).",
         )
-        for metric in (
-            *self._gauges.values(),
-            *self._circuit_counters.values(),
-            self._partition_runs,
-            self._retention_runs,
-            self._event_log_pruned,
-        ):
-            self.metrics.register(metric)
         self._event_log_metrics: dict[str, CounterReading | Gauge] = {
             "written": CounterReading("onex_event_log_written_total", "Rows written to event_logs."),
             "dropped": CounterReading(
@@ -228,7 +220,14 @@ class Host(Resource):
             ),
             "pending": Gauge("onex_event_log_pending", "Event log rows queued, not yet written."),
         }
-        for metric in self._event_log_metrics.values():
+        for metric in (
+            *self._gauges.values(),
+            *self._circuit_counters.values(),
+            self._partition_runs,
+            self._retention_runs,
+            self._event_log_pruned,
+            *self._event_log_metrics.values(),
+        ):
             self.metrics.register(metric)
         self.metrics.on_render(self._read_gauges)
 
@@ -400,30 +399,15 @@ class Host(Resource):
             await asyncio.sleep(interval_s)
 
     async def _create_partitions(self, store: PostgresStore, interval_s: float) -> None:
-        began = time.perf_counter()
-        try:
+        async def work() -> tuple[str, dict[str, Any]]:
             changes = await store.maintain_partitions(keep_months=None)  # None: create only, never drop
-        except Exception as exc:
-            self._partition_runs.inc(result="failed")
-            log.warning(
-                "hash_metrics partition maintenance failed; trying again in %g s",
-                interval_s,
-                extra={"error": f"{type(exc).__name__}: {exc}", "next_run_s": interval_s},
-            )
-        else:
-            self._partition_runs.inc(result="ok")
-            log.info(
-                "hash_metrics partitions maintained: %s",
-                ", ".join(f"{c.action} {c.partition}" for c in changes) or "nothing to do",
-                extra={
-                    "changes": [{"action": c.action, "partition": c.partition, "detail": c.detail} for c in changes],
-                    "duration_ms": round((time.perf_counter() - began) * 1000, 3),
-                    "next_run_s": interval_s,
-                },
-            )
+            done = ", ".join(f"{c.action} {c.partition}" for c in changes) or "nothing to do"
+            listed = [{"action": c.action, "partition": c.partition, "detail": c.detail} for c in changes]
+            return f"hash_metrics partitions maintained: {done}", {"changes": listed}
+
+        await self._maintenance_job("hash_metrics partition maintenance", self._partition_runs, interval_s, work)
 
     async def _apply_event_log_retention(self, store: PostgresStore, retention: timedelta, interval_s: float) -> None:
-        began = time.perf_counter()
         deleted = 0
 
         def count(rows: int) -> None:
@@ -431,25 +415,38 @@ class Host(Resource):
             deleted += rows
             self._event_log_pruned.inc(rows)
 
-        details = {"retention_s": retention.total_seconds(), "next_run_s": interval_s}
-        try:
+        async def work() -> tuple[str, dict[str, Any]]:
             await store.prune_event_logs(retention, on_chunk=count)
+            seconds = retention.total_seconds()
+            message = f"event log retention: deleted {deleted} event_logs rows started more than {seconds:g} s ago"
+            return message, {"deleted": deleted, "retention_s": seconds}
+
+        await self._maintenance_job("event log retention", self._retention_runs, interval_s, work)
+
+    async def _maintenance_job(
+        self,
+        what: str,
+        runs: Counter,
+        interval_s: float,
+        work: Callable[[], Awaitable[tuple[str, dict[str, Any]]]],
+    ) -> None:
+        """Run one job of the database maintenance: count it in ``runs`` by result, and log what it did, or why it
+        failed (it is tried again next period)."""
+        began = time.perf_counter()
+        try:
+            message, details = await work()
         except Exception as exc:
-            self._retention_runs.inc(result="failed")
+            runs.inc(result="failed")
             log.warning(
-                "event log retention failed after deleting %d rows; trying again in %g s",
-                deleted,
+                "%s failed; trying again in %g s",
+                what,
                 interval_s,
-                extra={"error": f"{type(exc).__name__}: {exc}", "deleted": deleted, **details},
+                extra={"error": f"{type(exc).__name__}: {exc}", "next_run_s": interval_s},
             )
-        else:
-            self._retention_runs.inc(result="ok")
-            log.info(
-                "event log retention: deleted %d event_logs rows started more than %g s ago",
-                deleted,
-                retention.total_seconds(),
-                extra={"deleted": deleted, "duration_ms": round((time.perf_counter() - began) * 1000, 3), **details},
-            )
+            return
+        runs.inc(result="ok")
+        duration_ms = round((time.perf_counter() - began) * 1000, 3)
+        log.info(message, extra={**details, "duration_ms": duration_ms, "next_run_s": interval_s})
 
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)

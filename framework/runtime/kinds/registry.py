@@ -34,7 +34,7 @@ from aiohttp import web
 from framework.contract.spec import Contract, NodeType
 from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.store import Transaction, current_transaction
+from framework.ports.store import Transaction, current_transaction, rows_affected
 from framework.runtime.http import respond
 from framework.runtime.kinds.base import Node, NodeRuntime
 
@@ -151,7 +151,7 @@ class RegistryNode(Node):
             node_id,
             health,
         )
-        if status.rsplit(" ", 1)[-1] == "0":
+        if rows_affected(status) == 0:
             log.info("heartbeat of a node that is not registered: ignored", extra={"node_id": node_id})
             return
         instance = await self.fsm.get_or_create(node_id)
