@@ -4,7 +4,13 @@ Both do the same work per step (validate the input, BLAKE3 the content, a skippe
 a last step) on the in-memory bus and FSM store: what is compared is the engine (FSM, per-step outcomes, events,
 admission), not PostgreSQL or Kafka. Figures: workflows/s with 100 in flight; p50/p99 latency at a steady 50/s.
 
-    .venv/bin/python -m bench.orchestrator [--count 1000] [--seconds 10] [--rounds 3]
+    .venv/bin/python -m bench.orchestrator [--slice 300] [--slices 8] [--rounds 3] [--seconds 10]
+
+Throughput is measured in slices that alternate between the two paths (ABBA: raw, ours, ours, raw, ...), each slice
+``--slice`` workflows with 100 in flight, ``--slices`` per path and round; a round's ratio is raw's total time over
+ours. On this shared two-core VM the speed of the same code drifts by 20% or more over seconds: rounds of 1,000
+workflows per path, one path after the other, gave ratios from 0.63 to 1.04 for one build (the drift, not the code);
+slices of a second or two see the same drift on both paths.
 """
 
 from __future__ import annotations
@@ -122,7 +128,7 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1]
 
 
-async def main(count: int, seconds: float, rounds: int = 3) -> None:
+async def main(slice_size: int, slices: int, seconds: float, rounds: int = 3) -> None:
     node, _, bus = await build(STEPS, record=False)
 
     async def b_validate(call: StepCall) -> dict[str, Any]:
@@ -153,13 +159,18 @@ async def main(count: int, seconds: float, rounds: int = 3) -> None:
     settle_gc()  # what `onex up` / `onex run` do once the host is started; the process is shared, so both see it
     ratios = []
     for number in range(rounds):
-        # Alternate which goes first: the second runs on the first's garbage and a warmer machine.
-        order = [("raw", theirs), ("ours", ours)] if number % 2 == 0 else [("ours", ours), ("raw", theirs)]
-        rates = {name: await throughput(run, count, 100) for name, run in order}
-        ratios.append(rates["ours"] / rates["raw"])
+        totals = {"raw": 0.0, "ours": 0.0}
+        for index in range(slices):
+            # ABBA: each path goes first as often as the other, and each pair of slices sees the same machine.
+            order = [("raw", theirs), ("ours", ours)] if index % 2 == 0 else [("ours", ours), ("raw", theirs)]
+            for name, run in order:
+                totals[name] += slice_size / await throughput(run, slice_size, 100)
+        ratios.append(totals["raw"] / totals["ours"])
+        count = slice_size * slices
         print(
-            f"throughput round {number + 1} ({order[0][0]} first), 100 in flight: ours {rates['ours']:.0f}/s, "
-            f"raw LlamaIndex {rates['raw']:.0f}/s, ratio {ratios[-1]:.2f}"
+            f"throughput round {number + 1}, 100 in flight, {slices} slices of {slice_size} per path: "
+            f"ours {count / totals['ours']:.0f}/s, raw LlamaIndex {count / totals['raw']:.0f}/s, "
+            f"ratio {ratios[-1]:.2f}"
         )
     print(
         f"throughput ratio ours/raw: median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f} "
@@ -173,8 +184,9 @@ async def main(count: int, seconds: float, rounds: int = 3) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds, alternating which path goes first")
+    parser.add_argument("--slice", type=int, default=300, help="workflows per throughput slice")
+    parser.add_argument("--slices", type=int, default=8, help="slices per path and round, alternating ABBA")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each steady-rate run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.seconds, args.rounds))
+    asyncio.run(main(args.slice, args.slices, args.seconds, args.rounds))

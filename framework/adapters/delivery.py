@@ -44,8 +44,15 @@ _MAX_DLT_RETRY_S: Final = 5.0
 # --- shared by both buses ----------------------------------------------------------------------------------------
 
 
+#: Names already found valid: every publish checks its topic, and a process uses few.
+_VALID_TOPICS: set[str] = set()
+_MAX_REMEMBERED_TOPICS: Final = 10_000
+
+
 def check_topic_name(topic: object) -> str:
     """Kafka's own rule for topic names, so the memory bus refuses what Kafka would refuse."""
+    if type(topic) is str and topic in _VALID_TOPICS:
+        return topic
     if not isinstance(topic, str) or not topic:
         raise UsageError(f"a topic name must be a non-empty string, got {topic!r}")
     if len(topic) > _MAX_TOPIC_LENGTH or _TOPIC_RE.fullmatch(topic) is None or topic in {".", ".."}:
@@ -53,6 +60,8 @@ def check_topic_name(topic: object) -> str:
             f"bad topic name {topic!r}: Kafka allows 1-{_MAX_TOPIC_LENGTH} characters of [A-Za-z0-9._-], "
             "not '.' or '..'"
         )
+    if len(_VALID_TOPICS) < _MAX_REMEMBERED_TOPICS:
+        _VALID_TOPICS.add(topic)
     return topic
 
 

@@ -31,9 +31,13 @@ class _Metric:
         self._lock = threading.Lock()
 
     def _key(self, labels: dict[str, str]) -> LabelValues:
-        if set(labels) != set(self.label_names):
-            raise ValueError(f"{self.name} takes labels {self.label_names}, got {tuple(labels)}")
-        return tuple(str(labels[n]) for n in self.label_names)
+        names = self.label_names
+        if len(labels) == len(names):
+            try:
+                return tuple([str(labels[n]) for n in names])
+            except KeyError:
+                pass
+        raise ValueError(f"{self.name} takes labels {names}, got {tuple(labels)}")
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]

@@ -19,9 +19,12 @@ def test_counter_renders_labels_and_values() -> None:
     assert c.value(topic="a") == 3
 
 
-def test_wrong_labels_are_refused() -> None:
+@pytest.mark.parametrize("labels", [{"group": "g"}, {}, {"topic": "t", "group": "g"}])
+def test_wrong_labels_are_refused(labels: dict[str, str]) -> None:
+    counter = Counter("x_total", "Things.", ("topic",))
     with pytest.raises(ValueError, match=r"takes labels \('topic',\)"):
-        Counter("x_total", "Things.", ("topic",)).inc(group="g")
+        counter.inc(**labels)
+    assert counter.render()[2:] == []
 
 
 def test_histogram_buckets_are_cumulative() -> None:

@@ -68,6 +68,9 @@ class Node:
         self.routes = Routes(contract, runtime.env)
         self.log = logging.getLogger(f"onex.node.{contract.name}")
         self._publishes = frozenset(contract.publishes)
+        self._version = str(contract.version)
+        # What a refused payload's error names, built once per event rather than on every publish.
+        self._published_what = {event: f"payload of '{event}' published by {self.name}" for event in self._publishes}
         self._effects = runtime.bind_effects(self)
         self._handlers = {s.event: self._resolve_handler(s) for s in contract.subscriptions}
         fsm = contract.subcontracts.fsm
@@ -120,7 +123,7 @@ class Node:
             declared = ", ".join(sorted(self._publishes)) or "none"
             raise NodeRuleError(f"node '{self.name}' may not publish '{event}': its contract publishes {declared}")
         route = self.routes[event]
-        route.validator.check(payload, what=f"payload of '{event}' published by {self.name}")
+        route.validator.check(payload, what=self._published_what[event])
         if partition_key is None and route.spec.partition_key is not None:
             value = payload.get(route.spec.partition_key)
             partition_key = str(value) if value is not None else None
@@ -131,7 +134,7 @@ class Node:
             "payload": payload,
             "source_node_id": self.node_id,
             "source_service": self.name,
-            "source_version": str(self.contract.version),
+            "source_version": self._version,
             "partition_key": partition_key,
             "metadata": metadata or {},
         }
