@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from framework.errors import OnexError
-from framework.events.envelope import EnvelopeError, OnexEnvelopeV1
+from framework.events.envelope import EnvelopeError, EnvelopeTemplate, OnexEnvelopeV1
 
 
 def make(**changes: Any) -> OnexEnvelopeV1:
@@ -252,3 +252,98 @@ def test_round_trip_arbitrary_payloads(
 ) -> None:
     env = make(payload=payload, metadata=metadata, partition_key=partition_key, event_timestamp=timestamp)
     assert OnexEnvelopeV1.from_json(env.to_json()) == env
+
+
+# --- EnvelopeTemplate ---------------------------------------------------------------------------------------------
+
+TEMPLATE_FIELDS: dict[str, Any] = {
+    "event_type": "metadata-stamp-created",
+    "event_version": 2,
+    "source_node_id": "metadata-stamping@host-1",
+    "source_service": "metadata-stamping",
+    "source_version": "1.2.3",
+    "environment": "prod",
+}
+
+
+def built_by_constructor(envelope: OnexEnvelopeV1) -> OnexEnvelopeV1:
+    """The envelope the constructor builds from the same fields (the id and timestamp taken over)."""
+    return OnexEnvelopeV1(**envelope.model_dump())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=st.dictionaries(st.text(), json_values, max_size=8),
+    metadata=st.none() | st.dictionaries(st.text(), st.text(), max_size=3),
+    partition_key=st.none() | st.text(min_size=1),
+    chained=st.booleans(),
+    region=st.none() | st.text(max_size=5),
+)
+def test_template_builds_what_the_constructor_builds(
+    payload: dict[str, Any],
+    metadata: dict[str, str] | None,
+    partition_key: str | None,
+    chained: bool,
+    region: str | None,
+) -> None:
+    ids = {"correlation_id": uuid4(), "causation_id": uuid4()} if chained else {}
+    before = datetime.now(UTC)
+    envelope = EnvelopeTemplate(**TEMPLATE_FIELDS).new(
+        payload, partition_key=partition_key, metadata=metadata, region=region, **ids
+    )
+    assert envelope == built_by_constructor(envelope)
+    assert envelope.model_dump() == {
+        **built_by_constructor(envelope).model_dump(),
+        **TEMPLATE_FIELDS,
+        "payload": payload,
+        "partition_key": partition_key,
+        "metadata": metadata or {},
+        "region": region,
+        "correlation_id": ids.get("correlation_id"),
+        "causation_id": ids.get("causation_id"),
+    }
+    assert envelope.event_id.version == 4
+    assert before <= envelope.event_timestamp <= datetime.now(UTC)
+    assert envelope.event_timestamp.tzinfo is UTC
+    assert OnexEnvelopeV1.from_json(envelope.to_json()) == envelope
+
+
+def test_template_events_are_distinct_frozen_and_copy_their_payload() -> None:
+    template = EnvelopeTemplate(**TEMPLATE_FIELDS)
+    payload = {"file_hash": "ab" * 32}
+    first, second = template.new(payload), template.new(payload)
+    assert first.event_id != second.event_id
+    payload["file_hash"] = "changed"  # the caller's dict, changed afterwards
+    assert first.payload == {"file_hash": "ab" * 32}
+    with pytest.raises(ValidationError):
+        first.payload = {}  # type: ignore[misc]
+    assert first.model_copy(update={"region": "eu"}).region == "eu"
+
+
+@pytest.mark.parametrize(
+    ("varying", "field"),
+    [
+        ({"partition_key": ""}, "partition_key"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
+        ({"correlation_id": "not-a-uuid"}, "correlation_id"),
+        ({"region": 5}, "region"),
+    ],
+)
+def test_template_refuses_what_the_constructor_refuses(varying: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        EnvelopeTemplate(**TEMPLATE_FIELDS).new({"a": 1}, **varying)
+    assert field in str(refused.value)
+
+
+def test_template_checks_its_fields_once() -> None:
+    with pytest.raises(ValidationError, match="source_version"):
+        EnvelopeTemplate(**{**TEMPLATE_FIELDS, "source_version": "one"})
+
+
+def test_template_accepts_what_the_constructor_coerces() -> None:
+    correlation = uuid4()
+    envelope = EnvelopeTemplate(**TEMPLATE_FIELDS).new(
+        {"a": 1},
+        correlation_id=str(correlation),  # type: ignore[arg-type]
+    )
+    assert envelope.correlation_id == correlation

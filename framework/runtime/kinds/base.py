@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from framework.adapters.outbox_relay import publish_or_enqueue
 from framework.contract.spec import Contract, NodeType, Subscription
 from framework.errors import NodeRuleError
-from framework.events.envelope import OnexEnvelopeV1
+from framework.events.envelope import EnvelopeTemplate, OnexEnvelopeV1
 from framework.ports.event_bus import EventBus, Message
 from framework.ports.fsm_store import FSMStore, TransitionRecord
 from framework.ports.store import Store, Transaction
@@ -69,6 +69,7 @@ class Node:
         self.log = logging.getLogger(f"onex.node.{contract.name}")
         self._publishes = frozenset(contract.publishes)
         self._version = str(contract.version)
+        self._templates: dict[str, EnvelopeTemplate] = {}
         # What a refused payload's error names, built once per event rather than on every publish.
         self._published_what = {event: f"payload of '{event}' published by {self.name}" for event in self._publishes}
         self._effects = runtime.bind_effects(self)
@@ -127,23 +128,28 @@ class Node:
         if partition_key is None and route.spec.partition_key is not None:
             value = payload.get(route.spec.partition_key)
             partition_key = str(value) if value is not None else None
+        template = self._templates.get(event)
+        if template is None:
+            template = self._templates[event] = EnvelopeTemplate(
+                event_type=event,
+                event_version=route.spec.version,
+                source_node_id=self.node_id,
+                source_service=self.name,
+                source_version=self._version,
+                environment=self.runtime.env,  # the publisher's environment, also when chained to another's event
+            )
         parent = cause if cause is not None else current_event.get()
-        common: dict[str, Any] = {
-            "event_type": event,
-            "event_version": route.spec.version,
-            "payload": payload,
-            "source_node_id": self.node_id,
-            "source_service": self.name,
-            "source_version": self._version,
-            "partition_key": partition_key,
-            "metadata": metadata or {},
-        }
-        if parent is not None:
-            envelope = OnexEnvelopeV1.child_of(parent, **common)
-            if envelope.environment != self.runtime.env:  # the publisher's environment, not the cause's
-                envelope = envelope.model_copy(update={"environment": self.runtime.env})
+        if parent is not None:  # the same chain as OnexEnvelopeV1.child_of
+            envelope = template.new(
+                payload,
+                partition_key=partition_key,
+                correlation_id=parent.correlation_id or parent.event_id,
+                causation_id=parent.event_id,
+                region=parent.region,
+                metadata=metadata,
+            )
         else:
-            envelope = OnexEnvelopeV1(environment=self.runtime.env, **common)
+            envelope = template.new(payload, partition_key=partition_key, metadata=metadata)
         # Inside a handler's database transaction the event becomes an outbox row of it: it is published (by the
         # relay) only if the transaction commits. Elsewhere it goes to the bus at once.
         traced = self.runtime.on_published
