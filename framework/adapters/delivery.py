@@ -13,6 +13,7 @@ from framework.errors import PoisonMessage, UsageError
 from framework.events.cloudevents import binary_headers, decode_message
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
+    DEAD_LETTERED,
     DLT_ATTEMPTS,
     DLT_ERROR,
     DLT_ERROR_TYPE,
@@ -20,8 +21,10 @@ from framework.ports.event_bus import (
     DLT_OFFSET,
     DLT_PARTITION,
     DLT_TOPIC,
+    DROPPED,
     DeliveryPolicy,
     DuplicateObserver,
+    GiveUpObserver,
     Handler,
     Headers,
     Message,
@@ -161,10 +164,22 @@ class Delivery:
       subscription stops, because committing without it would lose the message;
     - dead-lettered and dropped event ids are not marked processed: a replay after a fix handles them;
     - a skipped, already processed event is reported to ``on_duplicate(topic, envelope)`` when the subscription has
-      one: observers such as the host's event log see what the handler never does.
+      one: observers such as the host's event log see what the handler never does;
+    - a message given up is reported to ``on_given_up(topic, envelope, outcome, attempts)``: dead-lettered once the
+      broker took its dead letter, dropped when it has none. One whose dead-lettering was interrupted is not: it
+      will be delivered again.
     """
 
-    __slots__ = ("_dead_letter_sink", "_environment", "_group", "_handler", "_on_duplicate", "_policy", "_processed")
+    __slots__ = (
+        "_dead_letter_sink",
+        "_environment",
+        "_group",
+        "_handler",
+        "_on_duplicate",
+        "_on_given_up",
+        "_policy",
+        "_processed",
+    )
 
     def __init__(
         self,
@@ -176,10 +191,12 @@ class Delivery:
         dead_letter: DeadLetterSink,
         environment: str = "dev",
         on_duplicate: DuplicateObserver | None = None,
+        on_given_up: GiveUpObserver | None = None,
     ) -> None:
         self._group = group
         self._handler = handler
         self._on_duplicate = on_duplicate
+        self._on_given_up = on_given_up
         self._policy = policy
         self._processed = processed
         self._dead_letter_sink = dead_letter
@@ -195,7 +212,7 @@ class Delivery:
                 "undecodable message",
                 extra=self._where(topic, partition, offset, None, error=_error_text(exc)),
             )
-            return await self._dead_letter(record, headers, exc, attempts=0, event_id=None, interrupt=interrupt)
+            return await self._dead_letter(record, headers, exc, None, attempts=0, interrupt=interrupt)
         if value is None:
             value = b""  # a foreign binary-mode CloudEvent may carry no data at all
         event_id = str(envelope.event_id)
@@ -223,7 +240,7 @@ class Delivery:
                 # A PoisonMessage can never succeed (an invalid payload, say): retrying only delays the stream.
                 if attempt >= self._policy.max_attempts or isinstance(exc, PoisonMessage):
                     return await self._dead_letter(
-                        record, headers, exc, attempts=attempt, event_id=event_id, interrupt=interrupt
+                        record, headers, exc, envelope, attempts=attempt, interrupt=interrupt
                     )
                 delay = self._policy.backoff(attempt)
                 logger.warning(
@@ -258,12 +275,13 @@ class Delivery:
         record: Record,
         headers: Headers,
         exc: BaseException,
+        envelope: OnexEnvelopeV1 | None,
         *,
         attempts: int,
-        event_id: str | None,
         interrupt: asyncio.Event,
     ) -> bool:
         topic, partition, offset = record.topic, record.partition, record.offset
+        event_id = None if envelope is None else str(envelope.event_id)
         where = self._where(
             topic, partition, offset, event_id, attempts=attempts, error=_error_text(exc), error_type=_error_type(exc)
         )
@@ -271,6 +289,7 @@ class Delivery:
         if not self._policy.dead_letter or dlt == topic:
             reason = "dead-lettering is off" if not self._policy.dead_letter else "the topic is a dead-letter topic"
             logger.error(f"message dropped: {reason}", extra=where)
+            self._given_up(topic, envelope, DROPPED, attempts)
             return True
         dlt_headers: Headers = (
             *headers,
@@ -297,7 +316,15 @@ class Delivery:
                     return False
             else:
                 logger.error("message dead-lettered", extra={**where, "dead_letter_topic": dlt})
+                self._given_up(topic, envelope, DEAD_LETTERED, attempts)
                 return True
+
+    def _given_up(self, topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
+        if self._on_given_up is not None:
+            try:
+                self._on_given_up(topic, envelope, outcome, attempts)
+            except Exception:  # an observer's failure is not the message's
+                logger.warning("on_given_up observer failed", exc_info=True)
 
     def _where(
         self, topic: str, partition: int, offset: int, event_id: str | None, **more: object

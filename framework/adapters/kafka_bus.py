@@ -60,6 +60,7 @@ from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
     DeliveryPolicy,
     DuplicateObserver,
+    GiveUpObserver,
     Handler,
     Headers,
     ProcessedEvents,
@@ -266,6 +267,7 @@ class KafkaEventBus(Resource):
         policy: DeliveryPolicy = DEFAULT_POLICY,
         fetch_max_wait_ms: int | None = None,
         on_duplicate: DuplicateObserver | None = None,
+        on_given_up: GiveUpObserver | None = None,
     ) -> KafkaSubscription:
         self.require_started(f"subscribe group {group!r}")
         names = check_subscription(topics, group, policy, fetch_max_wait_ms)
@@ -280,6 +282,7 @@ class KafkaEventBus(Resource):
             dead_letter=self._write_dead_letter,
             environment=self._environment,
             on_duplicate=on_duplicate,
+            on_given_up=on_given_up,
         )
         subscription = KafkaSubscription(self, names, group, delivery, fetch_max_wait_ms)
         await subscription.start()

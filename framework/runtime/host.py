@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
+from uuid import UUID
 
 import aiohttp
 from aiohttp import web
@@ -36,10 +37,10 @@ from framework.ports.event_bus import (
     DeliveryPolicy,
     DuplicateObserver,
     EventBus,
+    GiveUpObserver,
     Handler,
     Message,
     Subscription,
-    dead_letter_topic,
 )
 from framework.ports.fsm_store import FSMStore
 from framework.ports.resource import Resource
@@ -52,7 +53,6 @@ from framework.runtime.metrics import Counter, CounterReading, Gauge, Metrics
 from framework.runtime.tracing import (
     CANCELLED,
     DEAD_LETTERED,
-    DROPPED,
     DUPLICATE,
     HANDLED,
     RETRYING,
@@ -124,12 +124,17 @@ def uses_database(contract: Contract) -> bool:
     )
 
 
-def _failed_status(policy: DeliveryPolicy, topic: str, *, last: bool) -> str:
-    """The event log's status of a failed attempt, as the delivery will decide: retried, or at the last attempt
-    dead-lettered, or dropped when the subscription has no dead-letter topic (off, or the topic is one itself)."""
-    if not last:
-        return RETRYING
-    return DEAD_LETTERED if policy.dead_letter and dead_letter_topic(topic) != topic else DROPPED
+#: The status of a handler attempt that failed for good, until the delivery says what became of its message.
+_GIVING_UP: Final = "giving up"
+
+
+class _LastAttempt(NamedTuple):
+    """A failed last attempt whose message the delivery is giving up (dead-lettering or dropping)."""
+
+    envelope: OnexEnvelopeV1
+    started: float
+    finished: float
+    error: str | None
 
 
 class _Consumer(NamedTuple):
@@ -140,6 +145,7 @@ class _Consumer(NamedTuple):
     policy: DeliveryPolicy
     fetch_max_wait_ms: int | None = None
     on_duplicate: DuplicateObserver | None = None
+    on_given_up: GiveUpObserver | None = None
 
 
 class Host(Resource):
@@ -162,6 +168,8 @@ class Host(Resource):
         self.relay: OutboxRelay | None = None
         #: The event log (event_logs), when the host has a database and ONEX_EVENT_LOG is on.
         self.tracer: EventTracer | None = None
+        # Failed last attempts by (group, topic, event id), until their delivery reports what became of them.
+        self._giving_up: dict[tuple[str, str, UUID], _LastAttempt] = {}
         self._stack = contextlib.AsyncExitStack()
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
@@ -325,6 +333,7 @@ class Host(Resource):
                 "drain timed out; handlers still running are abandoned and their events will be redelivered",
                 extra={"in_flight": self._in_flight, "timeout_s": self.settings.drain_timeout_s},
             )
+        self._trace_interrupted_give_ups()
         await self._stack.aclose()
 
     async def _announce(self, stack: contextlib.AsyncExitStack) -> None:
@@ -489,7 +498,9 @@ class Host(Resource):
                 topic, group = node.routes[sub.event].topic, sub.group or node.name
                 if (group, node.name) not in consumers:
                     handler = self._observed(node, group, policy)
-                    consumers[group, node.name] = _Consumer([], handler, policy, on_duplicate=on_duplicate)
+                    consumers[group, node.name] = _Consumer(
+                        [], handler, policy, on_duplicate=on_duplicate, on_given_up=self._given_up_observer(group)
+                    )
                 consumers[group, node.name].topics.append(topic)
                 self.endpoints.consumes.setdefault(node.name, []).append(topic)
         best_effort = DeliveryPolicy(max_attempts=3, dead_letter=False)  # a stale request is not worth keeping
@@ -514,6 +525,7 @@ class Host(Resource):
                         policy=c.policy,
                         fetch_max_wait_ms=c.fetch_max_wait_ms,
                         on_duplicate=c.on_duplicate,
+                        on_given_up=c.on_given_up,
                     )
                 )
 
@@ -558,18 +570,14 @@ class Host(Resource):
                         await node.receive(message)
             except PoisonMessage as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
-                if policy.dead_letter:
-                    metrics.dead_lettered.inc(topic=message.topic, group=group)
-                log.warning("poison event: dead-lettered without retry", extra={"error": str(exc)})
-                status, error = _failed_status(policy, message.topic, last=True), error_text(exc)
+                log.warning("poison event: given up without retry", extra={"error": str(exc)})
+                status, error = _GIVING_UP, error_text(exc)
                 raise
             except Exception as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
                 last = message.attempt >= policy.max_attempts
-                if last and policy.dead_letter:
-                    metrics.dead_lettered.inc(topic=message.topic, group=group)
                 log.warning("handler failed" + (" on its last attempt" if last else "; will retry"), exc_info=True)
-                status, error = _failed_status(policy, message.topic, last=last), error_text(exc)
+                status, error = (_GIVING_UP if last else RETRYING), error_text(exc)
                 raise
             else:
                 metrics.consumed.inc(topic=message.topic, group=group)
@@ -577,10 +585,38 @@ class Host(Resource):
             finally:
                 self._in_flight -= 1
                 log_context.reset(token)
-                if trace is not None:
+                if trace is not None and status is _GIVING_UP:
+                    # What happens next is the delivery's to say (on_given_up): dead-lettered once the dead letter
+                    # is written, dropped, or delivered again if a stop cuts the dead-lettering off.
+                    self._giving_up[group, message.topic, env.event_id] = _LastAttempt(env, started, clock(), error)
+                elif trace is not None:
                     trace(message.topic, env, status, started, clock(), error=error)
 
         return handler
+
+    def _given_up_observer(self, group: str) -> GiveUpObserver:
+        """The delivery of ``group`` gave a message up: count it, and log the attempt that failed last with what
+        became of the message."""
+        metrics = self.metrics
+
+        def given_up(topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
+            if outcome == DEAD_LETTERED:
+                metrics.dead_lettered.inc(topic=topic, group=group)
+            if envelope is None:  # undecodable: no event to log
+                return
+            last = self._giving_up.pop((group, topic, envelope.event_id), None)
+            if self.tracer is not None and last is not None:
+                self.tracer.consumed(topic, envelope, outcome, last.started, last.finished, error=last.error)
+
+        return given_up
+
+    def _trace_interrupted_give_ups(self) -> None:
+        """After consuming stopped: last attempts whose dead-lettering the stop cut off are delivered again."""
+        giving_up, self._giving_up = self._giving_up, {}
+        if self.tracer is None:
+            return
+        for (_, topic, _), last in giving_up.items():
+            self.tracer.consumed(topic, last.envelope, RETRYING, last.started, last.finished, error=last.error)
 
     def _trace_duplicate(self, topic: str, envelope: OnexEnvelopeV1) -> None:
         """The subscription skipped an event its group already processed, without calling the handler: log it."""

@@ -48,7 +48,15 @@ from framework.contract.spec import Contract, ContractTest, PostgresEffect, SqlA
 from framework.contract.validate import validate_paths
 from framework.errors import ContractError
 from framework.events.envelope import OnexEnvelopeV1
-from framework.ports.event_bus import DeliveryPolicy, DuplicateObserver, Handler, Headers, Message, Subscription
+from framework.ports.event_bus import (
+    DeliveryPolicy,
+    DuplicateObserver,
+    GiveUpObserver,
+    Handler,
+    Headers,
+    Message,
+    Subscription,
+)
 from framework.ports.fsm_store import TransitionRecord
 from framework.ports.store import (
     Store,
@@ -112,6 +120,7 @@ class CapturingBus:
         policy: DeliveryPolicy | None = None,
         fetch_max_wait_ms: int | None = None,
         on_duplicate: DuplicateObserver | None = None,
+        on_given_up: GiveUpObserver | None = None,
     ) -> Subscription:
         raise ContractError("onex test delivers the test case's event itself; a node may not subscribe on its own")
 

@@ -17,9 +17,10 @@ own, so it is handled like an outage: the rows are kept and retried with backoff
 Statuses (``status`` column):
 
 - ``in``: ``handled`` (the handler succeeded and the delivery is committed), ``retrying`` (the attempt failed and
-  the event will be delivered again after a backoff), ``dead_lettered`` (the last attempt failed, or the event is
-  poison: it goes to the dead-letter topic), ``dropped`` (the last attempt failed and the subscription has no
-  dead-letter topic: the event is logged and skipped), ``duplicate`` (the consumer group had already processed the
+  the event will be delivered again after a backoff; also a last attempt whose dead-lettering a stop cut off),
+  ``dead_lettered`` (the last attempt failed, or the event is poison, and its dead letter was written: logged once
+  the broker took it), ``dropped`` (the last attempt failed and the subscription has no dead-letter topic: the
+  event is logged and skipped), ``duplicate`` (the consumer group had already processed the
   event id: it was skipped, without running the handler), ``cancelled`` (a drain timeout cut the handler off: the
   event will be delivered again). Every handler attempt is one row, so a failing event has one row per attempt.
 - ``out``: ``published``, written once the broker acknowledged the event: by the outbox relay for events written
@@ -41,6 +42,7 @@ from uuid import UUID
 from framework.batcher import Batcher
 from framework.errors import QueryError
 from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.event_bus import DEAD_LETTERED, DROPPED  # what the delivery reports of a message it gave up
 
 __all__ = [
     "CANCELLED",
@@ -58,8 +60,6 @@ log = logging.getLogger("onex.event_log")
 
 HANDLED: Final = "handled"
 RETRYING: Final = "retrying"
-DEAD_LETTERED: Final = "dead_lettered"
-DROPPED: Final = "dropped"
 DUPLICATE: Final = "duplicate"
 CANCELLED: Final = "cancelled"
 PUBLISHED: Final = "published"

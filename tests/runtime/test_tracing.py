@@ -204,6 +204,35 @@ async def test_every_consumed_and_published_event_is_logged_with_its_outcome(pos
         ]
 
 
+async def test_a_subscription_without_dead_letters_logs_its_last_attempt_as_dropped(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    contract = load_contract(JOB_RUNNER)
+    retry = contract.subcontracts.retry
+    assert retry is not None and retry.dead_letter
+    no_dead_letters = contract.model_copy(
+        update={
+            "subcontracts": contract.subcontracts.model_copy(
+                update={"retry": retry.model_copy(update={"dead_letter": False})}
+            )
+        }
+    )
+    async with migrated_database(postgres_dsn) as dsn:
+        settings = Settings(service_port=0, data_dir=tmp_path, bus="memory", postgres_dsn=dsn)
+        failing, ok = job("j1", "fail"), job("j2", "ok")
+        async with Host([no_dead_letters], settings) as host:
+            assert host.bus is not None
+            jobs = topics(host)["job-submitted"]
+            await host.bus.publish(jobs, failing)
+            await host.bus.publish(jobs, ok)
+            rows = await wait_rows(dsn, 3, "direction = 'in'")
+            dead_lettered = host.metrics.dead_lettered.value(topic=jobs, group="job_runner")
+            failed = host.metrics.failed.value(topic=jobs, group="job_runner")
+        assert [r["status"] for r in rows if r["event_id"] == failing.event_id] == ["retrying", "dropped"]
+        assert [r["status"] for r in rows if r["event_id"] == ok.event_id] == ["handled"]
+        assert (dead_lettered, failed) == (0, 2)
+
+
 async def test_event_log_off_writes_nothing(postgres_dsn: str, tmp_path: Path) -> None:
     async with migrated_database(postgres_dsn) as dsn:
         settings = Settings.load(
