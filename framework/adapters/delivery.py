@@ -22,9 +22,10 @@ from framework.ports.event_bus import (
     DLT_PARTITION,
     DLT_TOPIC,
     DROPPED,
+    INTERRUPTED,
     DeliveryPolicy,
     DuplicateObserver,
-    GiveUpObserver,
+    FailureObserver,
     Handler,
     Headers,
     Message,
@@ -165,9 +166,9 @@ class Delivery:
     - dead-lettered and dropped event ids are not marked processed: a replay after a fix handles them;
     - a skipped, already processed event is reported to ``on_duplicate(topic, envelope)`` when the subscription has
       one: observers such as the host's event log see what the handler never does;
-    - a message given up is reported to ``on_given_up(topic, envelope, outcome, attempts)``: dead-lettered once the
-      broker took its dead letter, dropped when it has none. One whose dead-lettering was interrupted is not: it
-      will be delivered again.
+    - what became of a message that failed for good is reported to ``on_failed(topic, envelope, outcome,
+      attempts)``: dead-lettered once the broker took its dead letter, dropped when it has none, interrupted when a
+      stop or a rebalance cut the dead-lettering off (it will be delivered again).
     """
 
     __slots__ = (
@@ -176,7 +177,7 @@ class Delivery:
         "_group",
         "_handler",
         "_on_duplicate",
-        "_on_given_up",
+        "_on_failed",
         "_policy",
         "_processed",
     )
@@ -191,12 +192,12 @@ class Delivery:
         dead_letter: DeadLetterSink,
         environment: str = "dev",
         on_duplicate: DuplicateObserver | None = None,
-        on_given_up: GiveUpObserver | None = None,
+        on_failed: FailureObserver | None = None,
     ) -> None:
         self._group = group
         self._handler = handler
         self._on_duplicate = on_duplicate
-        self._on_given_up = on_given_up
+        self._on_failed = on_failed
         self._policy = policy
         self._processed = processed
         self._dead_letter_sink = dead_letter
@@ -289,7 +290,7 @@ class Delivery:
         if not self._policy.dead_letter or dlt == topic:
             reason = "dead-lettering is off" if not self._policy.dead_letter else "the topic is a dead-letter topic"
             logger.error(f"message dropped: {reason}", extra=where)
-            self._given_up(topic, envelope, DROPPED, attempts)
+            self._report_failure(topic, envelope, DROPPED, attempts)
             return True
         dlt_headers: Headers = (
             *headers,
@@ -302,29 +303,34 @@ class Delivery:
             (DLT_GROUP, self._group.encode()),
         )
         failures = 0
-        while True:
-            try:
-                await self._dead_letter_sink(dlt, record.key, record.value, dlt_headers)
-            except Exception as sink_error:  # the broker refused or is away: the partition waits for it
-                failures += 1
-                delay = min(_MAX_DLT_RETRY_S, self._policy.backoff(failures))
-                logger.warning(
-                    "could not write dead letter, will retry",
-                    extra={**where, "dead_letter_topic": dlt, "sink_error": repr(sink_error), "backoff_s": delay},
-                )
-                if await wait_interrupted(interrupt, delay):
-                    return False
-            else:
-                logger.error("message dead-lettered", extra={**where, "dead_letter_topic": dlt})
-                self._given_up(topic, envelope, DEAD_LETTERED, attempts)
-                return True
+        try:
+            while True:
+                try:
+                    await self._dead_letter_sink(dlt, record.key, record.value, dlt_headers)
+                except Exception as sink_error:  # the broker refused or is away: the partition waits for it
+                    failures += 1
+                    delay = min(_MAX_DLT_RETRY_S, self._policy.backoff(failures))
+                    logger.warning(
+                        "could not write dead letter, will retry",
+                        extra={**where, "dead_letter_topic": dlt, "sink_error": repr(sink_error), "backoff_s": delay},
+                    )
+                    if await wait_interrupted(interrupt, delay):
+                        self._report_failure(topic, envelope, INTERRUPTED, attempts)
+                        return False
+                else:
+                    logger.error("message dead-lettered", extra={**where, "dead_letter_topic": dlt})
+                    self._report_failure(topic, envelope, DEAD_LETTERED, attempts)
+                    return True
+        except asyncio.CancelledError:  # a drain timeout: not committed, so delivered again
+            self._report_failure(topic, envelope, INTERRUPTED, attempts)
+            raise
 
-    def _given_up(self, topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
-        if self._on_given_up is not None:
+    def _report_failure(self, topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
+        if self._on_failed is not None:
             try:
-                self._on_given_up(topic, envelope, outcome, attempts)
+                self._on_failed(topic, envelope, outcome, attempts)
             except Exception:  # an observer's failure is not the message's
-                logger.warning("on_given_up observer failed", exc_info=True)
+                logger.warning("on_failed observer failed", exc_info=True)
 
     def _where(
         self, topic: str, partition: int, offset: int, event_id: str | None, **more: object

@@ -63,7 +63,7 @@ from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
     DeliveryPolicy,
     DuplicateObserver,
-    GiveUpObserver,
+    FailureObserver,
     Handler,
     Headers,
     ProcessedEvents,
@@ -322,7 +322,7 @@ class KafkaEventBus(Resource):
         policy: DeliveryPolicy = DEFAULT_POLICY,
         fetch_max_wait_ms: int | None = None,
         on_duplicate: DuplicateObserver | None = None,
-        on_given_up: GiveUpObserver | None = None,
+        on_failed: FailureObserver | None = None,
     ) -> KafkaSubscription:
         self.require_started(f"subscribe group {group!r}")
         names = check_subscription(topics, group, policy, fetch_max_wait_ms)
@@ -337,7 +337,7 @@ class KafkaEventBus(Resource):
             dead_letter=self._write_dead_letter,
             environment=self._environment,
             on_duplicate=on_duplicate,
-            on_given_up=on_given_up,
+            on_failed=on_failed,
         )
         subscription = KafkaSubscription(self, names, group, delivery, fetch_max_wait_ms)
         await subscription.start()

@@ -49,7 +49,7 @@ from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
     DeliveryPolicy,
     DuplicateObserver,
-    GiveUpObserver,
+    FailureObserver,
     Handler,
     Headers,
     ProcessedEvents,
@@ -321,7 +321,7 @@ class MemoryEventBus(Resource):
         policy: DeliveryPolicy = DEFAULT_POLICY,
         fetch_max_wait_ms: int | None = None,  # checked, then unused: records are handed over as they are appended
         on_duplicate: DuplicateObserver | None = None,
-        on_given_up: GiveUpObserver | None = None,
+        on_failed: FailureObserver | None = None,
     ) -> MemorySubscription:
         self.require_started(f"subscribe group {group!r}")
         names = check_subscription(topics, group, policy, fetch_max_wait_ms)
@@ -337,7 +337,7 @@ class MemoryEventBus(Resource):
             dead_letter=self._write_dead_letter,
             environment=self._environment,
             on_duplicate=on_duplicate,
-            on_given_up=on_given_up,
+            on_failed=on_failed,
         )
         subscription = MemorySubscription(self, names, group, delivery, self._drain_timeout_s)
         await subscription.start()

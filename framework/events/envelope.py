@@ -32,11 +32,19 @@ from framework.events.topics import NAME_PART_PATTERN
 __all__ = ["EnvelopeError", "EnvelopeTemplate", "OnexEnvelopeV1"]
 
 _HOST = socket.gethostname()
+_instance = f"{_HOST}-{os.getpid()}"
+
+
+def _refresh_instance() -> None:
+    global _instance  # noqa: PLW0603 - a forked worker is a distinct instance
+    _instance = f"{_HOST}-{os.getpid()}"
+
+
+os.register_at_fork(after_in_child=_refresh_instance)
 
 
 def _default_instance() -> str:
-    # pid read at call time: forked workers are distinct instances.
-    return f"{_HOST}-{os.getpid()}"
+    return _instance
 
 
 def _now() -> datetime:
@@ -156,14 +164,21 @@ class OnexEnvelopeV1(BaseModel):
             source_node_id=source_node_id,
             source_service=source_service,
             source_version=source_version,
-            correlation_id=parent.correlation_id or parent.event_id,
-            causation_id=parent.event_id,
             environment=parent.environment,
-            region=parent.region,
             partition_key=partition_key,
             payload=payload,
             metadata=metadata or {},
+            **_chained_to(parent),
         )
+
+
+def _chained_to(parent: OnexEnvelopeV1) -> dict[str, Any]:
+    """The fields that put a follow-up event in ``parent``'s chain (correlation, causation, region)."""
+    return {
+        "correlation_id": parent.correlation_id or parent.event_id,
+        "causation_id": parent.event_id,
+        "region": parent.region,
+    }
 
 
 _set_attribute = object.__setattr__
@@ -230,7 +245,7 @@ class EnvelopeTemplate:
             fields = {name: self._fields[name] for name in self._fields_set if name not in varying}
             return OnexEnvelopeV1(**fields, **varying)
         fields = dict(self._fields)
-        fields.update(varying, event_id=uuid4(), event_timestamp=_now())
+        fields.update(varying, event_id=uuid4(), event_timestamp=_now(), source_instance=_instance)
         fields["payload"] = dict(payload)
         fields["metadata"] = dict(varying["metadata"])
         envelope = object.__new__(OnexEnvelopeV1)
@@ -239,6 +254,18 @@ class EnvelopeTemplate:
         _set_attribute(envelope, "__pydantic_extra__", None)
         _set_attribute(envelope, "__pydantic_private__", None)
         return envelope
+
+    def child_of(
+        self,
+        parent: OnexEnvelopeV1,
+        payload: dict[str, Any],
+        *,
+        partition_key: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> OnexEnvelopeV1:
+        """A new event of this template in ``parent``'s chain, as :meth:`OnexEnvelopeV1.child_of` chains it (the
+        template's environment is kept: it is the publisher's)."""
+        return self.new(payload, partition_key=partition_key, metadata=metadata, **_chained_to(parent))
 
     @staticmethod
     def _plain(varying: dict[str, Any]) -> bool:

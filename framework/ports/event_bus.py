@@ -11,8 +11,8 @@ Delivery rules every implementation keeps:
   the dead-letter topic at once;
 - an event id that the group already processed is skipped (:class:`ProcessedEvents`), and reported to the
   subscription's ``on_duplicate`` observer when it has one;
-- a message given up (dead-lettered once its dead letter is written, or dropped) is reported to the subscription's
-  ``on_given_up`` observer when it has one;
+- what became of a message that failed for good (its last attempt, or poison) is reported to the subscription's
+  ``on_failed`` observer when it has one: dead-lettered, dropped, or interrupted (to be delivered again);
 - ``Subscription.stop()`` drains: the handler in flight finishes and its offset is committed.
 
 Publishing rules:
@@ -68,14 +68,16 @@ Handler = Callable[[Message], Awaitable[None]]
 #: (the host's event log) does.
 DuplicateObserver = Callable[[str, OnexEnvelopeV1], None]
 
-#: ``on_given_up(topic, envelope, outcome, attempts)`` of ``subscribe``: called (synchronously, never awaited) when
-#: the subscription gives a message up: ``outcome`` is ``"dead_lettered"`` once its dead letter is written, or
-#: ``"dropped"`` when it has no dead-letter topic (dead-lettering off, or the topic is one). ``envelope`` is ``None``
-#: for a message that could not be decoded; ``attempts`` is how many times the handler ran (0 for poison). A message
-#: whose dead-lettering a stop cut off is not given up: it is delivered again, and the observer is not called.
-GiveUpObserver = Callable[[str, OnexEnvelopeV1 | None, str, int], None]
+#: ``on_failed(topic, envelope, outcome, attempts)`` of ``subscribe``: called (synchronously, never awaited) once
+#: for every message that failed for good (its handler's last attempt failed, or it is poison), when the delivery
+#: knows what became of it: ``outcome`` is ``"dead_lettered"`` once its dead letter is written, ``"dropped"`` when
+#: it has no dead-letter topic (dead-lettering off, or the topic is one), or ``"interrupted"`` when a stop or a
+#: rebalance cut the dead-lettering off (the offset is not committed: it will be delivered again). ``envelope`` is
+#: ``None`` for a message that could not be decoded; ``attempts`` is how many times the handler ran (0 for poison).
+FailureObserver = Callable[[str, OnexEnvelopeV1 | None, str, int], None]
 DEAD_LETTERED: Final = "dead_lettered"
 DROPPED: Final = "dropped"
+INTERRUPTED: Final = "interrupted"
 
 
 class PublishManyError(PortError):
@@ -204,13 +206,13 @@ class EventBus(Protocol):
         policy: DeliveryPolicy = DeliveryPolicy(),
         fetch_max_wait_ms: int | None = None,
         on_duplicate: DuplicateObserver | None = None,
-        on_given_up: GiveUpObserver | None = None,
+        on_failed: FailureObserver | None = None,
     ) -> Subscription:
         """Consume ``topics`` as a member of ``group``; returns once the member is consuming.
 
         ``fetch_max_wait_ms``: how long a poll for new events may wait while none arrive (``None``: the bus's
         default). A subscription whose events are rare and not urgent takes a longer wait: it costs less while idle
         and adds up to that much latency. Buses that do not poll ignore it. ``on_duplicate``: told of every event
-        skipped as already processed (see :data:`DuplicateObserver`); ``on_given_up``: told of every message
-        dead-lettered or dropped (see :data:`GiveUpObserver`)."""
+        skipped as already processed (see :data:`DuplicateObserver`); ``on_failed``: told what became of every
+        message that failed for good (see :data:`FailureObserver`)."""
         ...

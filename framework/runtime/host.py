@@ -34,10 +34,11 @@ from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
+    INTERRUPTED,
     DeliveryPolicy,
     DuplicateObserver,
     EventBus,
-    GiveUpObserver,
+    FailureObserver,
     Handler,
     Message,
     Subscription,
@@ -125,11 +126,11 @@ def uses_database(contract: Contract) -> bool:
 
 
 #: The status of a handler attempt that failed for good, until the delivery says what became of its message.
-_GIVING_UP: Final = "giving up"
+_FAILED_FOR_GOOD: Final = "failed for good"
 
 
 class _LastAttempt(NamedTuple):
-    """A failed last attempt whose message the delivery is giving up (dead-lettering or dropping)."""
+    """A handler attempt that failed for good, waiting for the delivery to say what became of its message."""
 
     envelope: OnexEnvelopeV1
     started: float
@@ -145,7 +146,7 @@ class _Consumer(NamedTuple):
     policy: DeliveryPolicy
     fetch_max_wait_ms: int | None = None
     on_duplicate: DuplicateObserver | None = None
-    on_given_up: GiveUpObserver | None = None
+    on_failed: FailureObserver | None = None
 
 
 class Host(Resource):
@@ -169,7 +170,7 @@ class Host(Resource):
         #: The event log (event_logs), when the host has a database and ONEX_EVENT_LOG is on.
         self.tracer: EventTracer | None = None
         # Failed last attempts by (group, topic, event id), until their delivery reports what became of them.
-        self._giving_up: dict[tuple[str, str, UUID], _LastAttempt] = {}
+        self._failing: dict[tuple[str, str, UUID], _LastAttempt] = {}
         self._stack = contextlib.AsyncExitStack()
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
@@ -333,7 +334,7 @@ class Host(Resource):
                 "drain timed out; handlers still running are abandoned and their events will be redelivered",
                 extra={"in_flight": self._in_flight, "timeout_s": self.settings.drain_timeout_s},
             )
-        self._trace_interrupted_give_ups()
+        self._trace_unreported_failures()
         await self._stack.aclose()
 
     async def _announce(self, stack: contextlib.AsyncExitStack) -> None:
@@ -499,7 +500,7 @@ class Host(Resource):
                 if (group, node.name) not in consumers:
                     handler = self._observed(node, group, policy)
                     consumers[group, node.name] = _Consumer(
-                        [], handler, policy, on_duplicate=on_duplicate, on_given_up=self._given_up_observer(group)
+                        [], handler, policy, on_duplicate=on_duplicate, on_failed=self._failure_observer(group)
                     )
                 consumers[group, node.name].topics.append(topic)
                 self.endpoints.consumes.setdefault(node.name, []).append(topic)
@@ -525,7 +526,7 @@ class Host(Resource):
                         policy=c.policy,
                         fetch_max_wait_ms=c.fetch_max_wait_ms,
                         on_duplicate=c.on_duplicate,
-                        on_given_up=c.on_given_up,
+                        on_failed=c.on_failed,
                     )
                 )
 
@@ -570,14 +571,14 @@ class Host(Resource):
                         await node.receive(message)
             except PoisonMessage as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
-                log.warning("poison event: given up without retry", extra={"error": str(exc)})
-                status, error = _GIVING_UP, error_text(exc)
+                log.warning("poison event: not retried", extra={"error": str(exc)})
+                status, error = _FAILED_FOR_GOOD, error_text(exc)
                 raise
             except Exception as exc:
                 metrics.failed.inc(topic=message.topic, group=group)
                 last = message.attempt >= policy.max_attempts
                 log.warning("handler failed" + (" on its last attempt" if last else "; will retry"), exc_info=True)
-                status, error = (_GIVING_UP if last else RETRYING), error_text(exc)
+                status, error = (_FAILED_FOR_GOOD if last else RETRYING), error_text(exc)
                 raise
             else:
                 metrics.consumed.inc(topic=message.topic, group=group)
@@ -585,37 +586,39 @@ class Host(Resource):
             finally:
                 self._in_flight -= 1
                 log_context.reset(token)
-                if trace is not None and status is _GIVING_UP:
-                    # What happens next is the delivery's to say (on_given_up): dead-lettered once the dead letter
-                    # is written, dropped, or delivered again if a stop cuts the dead-lettering off.
-                    self._giving_up[group, message.topic, env.event_id] = _LastAttempt(env, started, clock(), error)
+                if trace is not None and status is _FAILED_FOR_GOOD:
+                    # What became of the message is the delivery's to say (on_failed): dead-lettered once the dead
+                    # letter is written, dropped, or interrupted (delivered again) by a stop or a rebalance.
+                    self._failing[group, message.topic, env.event_id] = _LastAttempt(env, started, clock(), error)
                 elif trace is not None:
                     trace(message.topic, env, status, started, clock(), error=error)
 
         return handler
 
-    def _given_up_observer(self, group: str) -> GiveUpObserver:
-        """The delivery of ``group`` gave a message up: count it, and log the attempt that failed last with what
-        became of the message."""
+    def _failure_observer(self, group: str) -> FailureObserver:
+        """The delivery of ``group`` says what became of a message that failed for good: count a dead letter, and
+        log the attempt that failed last with the outcome (``retrying`` when it was interrupted: it comes again)."""
         metrics = self.metrics
 
-        def given_up(topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
+        def failed(topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
             if outcome == DEAD_LETTERED:
                 metrics.dead_lettered.inc(topic=topic, group=group)
             if envelope is None:  # undecodable: no event to log
                 return
-            last = self._giving_up.pop((group, topic, envelope.event_id), None)
+            last = self._failing.pop((group, topic, envelope.event_id), None)
             if self.tracer is not None and last is not None:
-                self.tracer.consumed(topic, envelope, outcome, last.started, last.finished, error=last.error)
+                status = RETRYING if outcome == INTERRUPTED else outcome
+                self.tracer.consumed(topic, envelope, status, last.started, last.finished, error=last.error)
 
-        return given_up
+        return failed
 
-    def _trace_interrupted_give_ups(self) -> None:
-        """After consuming stopped: last attempts whose dead-lettering the stop cut off are delivered again."""
-        giving_up, self._giving_up = self._giving_up, {}
+    def _trace_unreported_failures(self) -> None:
+        """After consuming stopped, a backstop: a failed last attempt whose outcome the delivery never reported (cut
+        off between the handler and the dead-lettering) is delivered again."""
+        failing, self._failing = self._failing, {}
         if self.tracer is None:
             return
-        for (_, topic, _), last in giving_up.items():
+        for (_, topic, _), last in failing.items():
             self.tracer.consumed(topic, last.envelope, RETRYING, last.started, last.finished, error=last.error)
 
     def _trace_duplicate(self, topic: str, envelope: OnexEnvelopeV1) -> None:

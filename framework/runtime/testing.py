@@ -51,7 +51,7 @@ from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
     DeliveryPolicy,
     DuplicateObserver,
-    GiveUpObserver,
+    FailureObserver,
     Handler,
     Headers,
     Message,
@@ -120,7 +120,7 @@ class CapturingBus:
         policy: DeliveryPolicy | None = None,
         fetch_max_wait_ms: int | None = None,
         on_duplicate: DuplicateObserver | None = None,
-        on_given_up: GiveUpObserver | None = None,
+        on_failed: FailureObserver | None = None,
     ) -> Subscription:
         raise ContractError("onex test delivers the test case's event itself; a node may not subscribe on its own")
 

@@ -17,7 +17,8 @@ own, so it is handled like an outage: the rows are kept and retried with backoff
 Statuses (``status`` column):
 
 - ``in``: ``handled`` (the handler succeeded and the delivery is committed), ``retrying`` (the attempt failed and
-  the event will be delivered again after a backoff; also a last attempt whose dead-lettering a stop cut off),
+  the event will be delivered again after a backoff; also a last attempt whose dead-lettering a stop or a
+  rebalance cut off),
   ``dead_lettered`` (the last attempt failed, or the event is poison, and its dead letter was written: logged once
   the broker took it), ``dropped`` (the last attempt failed and the subscription has no dead-letter topic: the
   event is logged and skipped), ``duplicate`` (the consumer group had already processed the

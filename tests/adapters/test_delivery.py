@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from framework.adapters.delivery import Delivery
 from framework.adapters.memory_bus import StoredRecord
 from framework.adapters.processed_events import MemoryProcessedEvents
@@ -47,43 +49,58 @@ async def always_fails(message: Message) -> None:
     raise RuntimeError("handler failed")
 
 
-def delivery(sink: RefusingSink, given_up: list[tuple[str, OnexEnvelopeV1 | None, str, int]]) -> Delivery:
+def delivery(sink: RefusingSink, failures: list[tuple[str, OnexEnvelopeV1 | None, str, int]]) -> Delivery:
     return Delivery(
         group="g",
         handler=always_fails,
         policy=DeliveryPolicy(max_attempts=2, initial_backoff_s=0.001, max_backoff_s=0.001, jitter=0.0),
         processed=MemoryProcessedEvents(),
         dead_letter=sink,
-        on_given_up=lambda *told: given_up.append(told),
+        on_failed=lambda *told: failures.append(told),
     )
 
 
 async def test_a_refused_dead_letter_is_retried_until_written_and_only_then_given_up() -> None:
     record, envelope = failing_record()
     sink = RefusingSink(refusals=3)
-    given_up: list[tuple[str, OnexEnvelopeV1 | None, str, int]] = []
+    failures: list[tuple[str, OnexEnvelopeV1 | None, str, int]] = []
 
-    finished = await delivery(sink, given_up).handle(record, asyncio.Event())
+    finished = await delivery(sink, failures).handle(record, asyncio.Event())
 
     assert finished is True
     assert sink.calls == 4
     [(topic, value, headers)] = sink.written
     assert (topic, value) == (DLT, record.value)
     assert dict(headers)[DLT_ATTEMPTS] == b"2"
-    assert given_up == [(TOPIC, envelope, "dead_lettered", 2)]
+    assert failures == [(TOPIC, envelope, "dead_lettered", 2)]
 
 
 async def test_a_stop_while_the_dead_letter_is_refused_leaves_the_message_to_be_delivered_again() -> None:
-    record, _ = failing_record()
+    record, envelope = failing_record()
     sink = RefusingSink(refusals=10**9)
-    given_up: list[tuple[str, OnexEnvelopeV1 | None, str, int]] = []
+    failures: list[tuple[str, OnexEnvelopeV1 | None, str, int]] = []
     interrupt = asyncio.Event()
-    handling = asyncio.create_task(delivery(sink, given_up).handle(record, interrupt))
+    handling = asyncio.create_task(delivery(sink, failures).handle(record, interrupt))
     await asyncio.wait_for(sink.refused.wait(), 10)  # the dead letter was refused at least once
 
-    interrupt.set()
+    interrupt.set()  # a stop, or a rebalance revoking the partition
     finished = await asyncio.wait_for(handling, 10)
 
     assert finished is False  # not committed: whoever owns the partition next gets it again
     assert sink.written == []
-    assert given_up == []
+    assert failures == [(TOPIC, envelope, "interrupted", 2)]
+
+
+async def test_a_delivery_cancelled_while_the_dead_letter_is_refused_reports_it_interrupted() -> None:
+    record, envelope = failing_record()
+    sink = RefusingSink(refusals=10**9)
+    failures: list[tuple[str, OnexEnvelopeV1 | None, str, int]] = []
+    handling = asyncio.create_task(delivery(sink, failures).handle(record, asyncio.Event()))
+    await asyncio.wait_for(sink.refused.wait(), 10)
+
+    handling.cancel()  # a drain timeout
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+
+    assert sink.written == []
+    assert failures == [(TOPIC, envelope, "interrupted", 2)]

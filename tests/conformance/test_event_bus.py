@@ -92,8 +92,8 @@ class Collector:
         return [str(message.envelope.event_id) for message in self.messages]
 
 
-class GiveUps(list[tuple[str, OnexEnvelopeV1 | None, str, int]]):
-    """An ``on_given_up`` observer: what it was told, in order."""
+class Failures(list[tuple[str, OnexEnvelopeV1 | None, str, int]]):
+    """An ``on_failed`` observer: what it was told, in order."""
 
     def __call__(self, topic: str, envelope: OnexEnvelopeV1 | None, outcome: str, attempts: int) -> None:
         self.append((topic, envelope, outcome, attempts))
@@ -554,15 +554,15 @@ async def test_dead_letter_topic_after_the_last_attempt(bus: EventBus) -> None:
         await later(message)
 
     policy = DeliveryPolicy(max_attempts=2, initial_backoff_s=0.01, jitter=0.0)
-    given_up = GiveUps()
-    await bus.subscribe([topic], group=group, handler=handler, policy=policy, on_given_up=given_up)
+    failures = Failures()
+    await bus.subscribe([topic], group=group, handler=handler, policy=policy, on_failed=failures)
     bad = make_envelope(0, key="k", bad=True)
     await bus.publish(topic, bad, headers=(("x-origin", b"test"),))
     await bus.publish(topic, make_envelope(1, key="k"))
 
     await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the dead letter")
     assert [m.attempt for m in seen] == [1, 2]
-    assert given_up == [(topic, bad, "dead_lettered", 2)]
+    assert failures == [(topic, bad, "dead_lettered", 2)]
     [letter] = await read_raw(bus, dlt, 1)
     assert letter.value == bad.to_json()
     assert letter.key == b"k"
@@ -585,8 +585,8 @@ async def test_poison_message_goes_to_the_dead_letter_topic_and_consumption_cont
     topic = unique_topic()
     await bus.ensure_topics([topic], partitions=3)
     collector = Collector()
-    given_up = GiveUps()
-    await bus.subscribe([topic], group=group_name(), handler=collector, on_given_up=given_up)
+    failures = Failures()
+    await bus.subscribe([topic], group=group_name(), handler=collector, on_failed=failures)
     garbage = b"\x00\x9f{not json at all"
     await produce_raw(bus, topic, garbage, key=b"k")
     good = make_envelope(1, key="k")
@@ -594,7 +594,7 @@ async def test_poison_message_goes_to_the_dead_letter_topic_and_consumption_cont
 
     await wait_until(lambda: len(collector.messages) == 1, "the good message after the poison one")
     assert collector.messages[0].envelope == good
-    assert given_up == [(topic, None, "dead_lettered", 0)]
+    assert failures == [(topic, None, "dead_lettered", 0)]
     [letter] = await read_raw(bus, dead_letter_topic(topic), 1)
     assert letter.value == garbage
     assert letter.key == b"k"
@@ -619,15 +619,15 @@ async def test_a_handler_raising_poison_is_dead_lettered_without_retry(
         await later(message)
 
     policy = DeliveryPolicy(max_attempts=5, initial_backoff_s=0.01, jitter=0.0)
-    given_up = GiveUps()
-    await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy, on_given_up=given_up)
+    failures = Failures()
+    await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy, on_failed=failures)
     bad = make_envelope(0, key="k", bad=True)
     await bus.publish(topic, bad)
     await bus.publish(topic, make_envelope(1, key="k"))
 
     await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the poison")
     assert attempts == [1]
-    assert given_up == [(topic, bad, "dead_lettered", 1)]
+    assert failures == [(topic, bad, "dead_lettered", 1)]
     [letter] = await read_raw(bus, dead_letter_topic(topic), 1)
     assert decode_message(letter.value, letter.headers) == bad
     assert letter.header(DLT_ATTEMPTS) == b"1"
@@ -670,15 +670,15 @@ async def test_without_dead_letters_a_failing_message_is_dropped_after_its_last_
         await later(message)
 
     policy = DeliveryPolicy(max_attempts=3, initial_backoff_s=0.01, jitter=0.0, dead_letter=False)
-    given_up = GiveUps()
-    await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy, on_given_up=given_up)
+    failures = Failures()
+    await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy, on_failed=failures)
     bad = make_envelope(0, key="k", bad=True)
     await bus.publish(topic, bad)
     await bus.publish(topic, make_envelope(1, key="k"))
 
     await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the dropped message")
     assert attempts == [1, 2, 3]
-    assert given_up == [(topic, bad, "dropped", 3)]
+    assert failures == [(topic, bad, "dropped", 3)]
 
 
 async def test_stop_drains_the_handler_in_flight(

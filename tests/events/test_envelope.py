@@ -266,11 +266,6 @@ TEMPLATE_FIELDS: dict[str, Any] = {
 }
 
 
-def built_by_constructor(envelope: OnexEnvelopeV1) -> OnexEnvelopeV1:
-    """The envelope the constructor builds from the same fields (the id and timestamp taken over)."""
-    return OnexEnvelopeV1(**envelope.model_dump())
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     payload=st.dictionaries(st.text(), json_values, max_size=8),
@@ -286,26 +281,47 @@ def test_template_builds_what_the_constructor_builds(
     chained: bool,
     region: str | None,
 ) -> None:
-    ids = {"correlation_id": uuid4(), "causation_id": uuid4()} if chained else {}
+    ids: dict[str, Any] = {"correlation_id": uuid4(), "causation_id": uuid4()} if chained else {}
     before = datetime.now(UTC)
     envelope = EnvelopeTemplate(**TEMPLATE_FIELDS).new(
         payload, partition_key=partition_key, metadata=metadata, region=region, **ids
     )
-    assert envelope == built_by_constructor(envelope)
-    assert envelope.model_dump() == {
-        **built_by_constructor(envelope).model_dump(),
+    constructed = OnexEnvelopeV1(
         **TEMPLATE_FIELDS,
-        "payload": payload,
-        "partition_key": partition_key,
-        "metadata": metadata or {},
-        "region": region,
-        "correlation_id": ids.get("correlation_id"),
-        "causation_id": ids.get("causation_id"),
-    }
+        payload=payload,
+        partition_key=partition_key,
+        metadata=metadata or {},
+        region=region,
+        **ids,
+        event_id=envelope.event_id,  # the two fields that are new for every event
+        event_timestamp=envelope.event_timestamp,
+    )
+    assert envelope == constructed
+    assert envelope.to_json() == constructed.to_json()
+    assert envelope.source_instance == f"{socket.gethostname()}-{os.getpid()}"
     assert envelope.event_id.version == 4
     assert before <= envelope.event_timestamp <= datetime.now(UTC)
     assert envelope.event_timestamp.tzinfo is UTC
     assert OnexEnvelopeV1.from_json(envelope.to_json()) == envelope
+
+
+def test_a_forked_process_is_another_instance_for_templates_too() -> None:
+    template = EnvelopeTemplate(**TEMPLATE_FIELDS)  # built before the fork, as a pre-forking server would
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits at once
+        try:
+            instances = [template.new({}).source_instance, make().source_instance, str(os.getpid())]
+            os.write(write, json.dumps(instances).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        from_template, from_constructor, pid = json.loads(pipe.read())
+    os.waitpid(child, 0)
+    assert from_template == from_constructor == f"{socket.gethostname()}-{pid}"
+    assert pid != str(os.getpid())
+    assert template.new({}).source_instance == f"{socket.gethostname()}-{os.getpid()}"
 
 
 def test_template_events_are_distinct_frozen_and_copy_their_payload() -> None:
@@ -347,3 +363,21 @@ def test_template_accepts_what_the_constructor_coerces() -> None:
         correlation_id=str(correlation),  # type: ignore[arg-type]
     )
     assert envelope.correlation_id == correlation
+
+
+def test_template_child_of_chains_as_the_envelope_does() -> None:
+    parent = make(correlation_id=uuid4(), region="eu-west", environment="staging")
+    child = EnvelopeTemplate(**TEMPLATE_FIELDS).child_of(parent, {"a": 1}, partition_key="k")
+    fields = {k: v for k, v in TEMPLATE_FIELDS.items() if k != "environment"}
+    expected = OnexEnvelopeV1.child_of(parent, payload={"a": 1}, partition_key="k", **fields)
+    assert (
+        (child.correlation_id, child.causation_id, child.region)
+        == (
+            expected.correlation_id,
+            expected.causation_id,
+            expected.region,
+        )
+        == (parent.correlation_id, parent.event_id, "eu-west")
+    )
+    assert child.environment == "prod"  # the publisher's, where child_of keeps the parent's
+    assert expected.environment == "staging"

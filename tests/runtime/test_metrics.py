@@ -23,7 +23,7 @@ def test_counter_renders_labels_and_values() -> None:
 def test_wrong_labels_are_refused(labels: dict[str, str]) -> None:
     counter = Counter("x_total", "Things.", ("topic",))
     with pytest.raises(ValueError, match=r"takes labels \('topic',\)"):
-        counter.inc(**labels)
+        counter.inc(1.0, **labels)
     assert counter.render()[2:] == []
 
 

@@ -139,15 +139,8 @@ class Node:
                 environment=self.runtime.env,  # the publisher's environment, also when chained to another's event
             )
         parent = cause if cause is not None else current_event.get()
-        if parent is not None:  # the same chain as OnexEnvelopeV1.child_of
-            envelope = template.new(
-                payload,
-                partition_key=partition_key,
-                correlation_id=parent.correlation_id or parent.event_id,
-                causation_id=parent.event_id,
-                region=parent.region,
-                metadata=metadata,
-            )
+        if parent is not None:
+            envelope = template.child_of(parent, payload, partition_key=partition_key, metadata=metadata)
         else:
             envelope = template.new(payload, partition_key=partition_key, metadata=metadata)
         # Inside a handler's database transaction the event becomes an outbox row of it: it is published (by the
