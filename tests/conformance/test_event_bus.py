@@ -604,10 +604,11 @@ async def test_poison_message_goes_to_the_dead_letter_topic_and_consumption_cont
     assert letter.header(DLT_ERROR)
 
 
-async def test_a_handler_raising_poison_is_dead_lettered_without_retry(
-    bus: EventBus, unique_topic: Callable[..., str]
-) -> None:
-    topic = unique_topic()
+async def failing_then_fine(
+    bus: EventBus, topic: str, error: Exception, policy: DeliveryPolicy
+) -> tuple[list[int], Failures, OnexEnvelopeV1]:
+    """Subscribe a handler that raises ``error`` for a bad event, publish a bad and then a good event on one key, and
+    wait until the good one is handled: the attempts at the bad one, what ``on_failed`` was told, the bad event."""
     await bus.ensure_topics([topic], partitions=3)
     attempts: list[int] = []
     later = Collector()
@@ -615,17 +616,25 @@ async def test_a_handler_raising_poison_is_dead_lettered_without_retry(
     async def handler(message: Message) -> None:
         if message.envelope.payload.get("bad"):
             attempts.append(message.attempt)
-            raise PayloadInvalid("payload of test does not match Thing: n: 'x' is not of type 'integer'")
+            raise error
         await later(message)
 
-    policy = DeliveryPolicy(max_attempts=5, initial_backoff_s=0.01, jitter=0.0)
     failures = Failures()
     await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy, on_failed=failures)
     bad = make_envelope(0, key="k", bad=True)
     await bus.publish(topic, bad)
     await bus.publish(topic, make_envelope(1, key="k"))
+    await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the failing event")
+    return attempts, failures, bad
 
-    await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the poison")
+
+async def test_a_handler_raising_poison_is_dead_lettered_without_retry(
+    bus: EventBus, unique_topic: Callable[..., str]
+) -> None:
+    topic = unique_topic()
+    poison = PayloadInvalid("payload of test does not match Thing: n: 'x' is not of type 'integer'")
+    policy = DeliveryPolicy(max_attempts=5, initial_backoff_s=0.01, jitter=0.0)
+    attempts, failures, bad = await failing_then_fine(bus, topic, poison, policy)
     assert attempts == [1]
     assert failures == [(topic, bad, "dead_lettered", 1)]
     [letter] = await read_raw(bus, dead_letter_topic(topic), 1)
@@ -659,24 +668,8 @@ async def test_without_dead_letters_a_failing_message_is_dropped_after_its_last_
     bus: EventBus, unique_topic: Callable[..., str]
 ) -> None:
     topic = unique_topic()
-    await bus.ensure_topics([topic], partitions=3)
-    attempts: list[int] = []
-    later = Collector()
-
-    async def handler(message: Message) -> None:
-        if message.envelope.payload.get("bad"):
-            attempts.append(message.attempt)
-            raise ValueError("always fails")
-        await later(message)
-
     policy = DeliveryPolicy(max_attempts=3, initial_backoff_s=0.01, jitter=0.0, dead_letter=False)
-    failures = Failures()
-    await bus.subscribe([topic], group=group_name(), handler=handler, policy=policy, on_failed=failures)
-    bad = make_envelope(0, key="k", bad=True)
-    await bus.publish(topic, bad)
-    await bus.publish(topic, make_envelope(1, key="k"))
-
-    await wait_until(lambda: len(later.messages) == 1, "consumption to continue after the dropped message")
+    attempts, failures, bad = await failing_then_fine(bus, topic, ValueError("always fails"), policy)
     assert attempts == [1, 2, 3]
     assert failures == [(topic, bad, "dropped", 3)]
 
