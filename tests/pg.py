@@ -46,9 +46,22 @@ async def migrated_database(server_dsn: str, *, migrate: bool = True) -> AsyncIt
     finally:
         admin = await asyncpg.connect(server_dsn)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await _drop(admin, name)
         finally:
             await admin.close()
+
+
+async def _drop(admin: asyncpg.Connection, name: str, *, attempts: int = 100) -> None:
+    """Drop database ``name``. FORCE ends the sessions our role may end; an autovacuum worker (the server's own
+    role) in the database for a moment may not be ended by a role that is not a superuser: wait for it to leave."""
+    for attempt in range(attempts):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
