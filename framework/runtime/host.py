@@ -34,6 +34,7 @@ from framework.contract.spec import Contract
 from framework.errors import PoisonMessage
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import (
+    DEAD_LETTERED,
     INTERRUPTED,
     DeliveryPolicy,
     DuplicateObserver,
@@ -53,7 +54,6 @@ from framework.runtime.logs import log_context
 from framework.runtime.metrics import Counter, CounterReading, Gauge, Metrics
 from framework.runtime.tracing import (
     CANCELLED,
-    DEAD_LETTERED,
     DUPLICATE,
     HANDLED,
     RETRYING,
