@@ -8,7 +8,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -75,16 +75,55 @@ def machine_facts() -> list[tuple[str, str]]:
 
 def process_cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds used so far by process ``pid`` (Linux), or None if it cannot be read."""
-    if pid is None:
+    read = _stat_fields(pid) if pid is not None else None
+    if read is None:
         return None
+    return _cpu_seconds(read[1])
+
+
+def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
+    """Command name and the fields after it of ``/proc/PID/stat``, or None for a process that is gone. The name
+    (field 2) may contain spaces and parentheses; the fields after its last closing parenthesis are fixed."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # The command name (field 2) may contain spaces; the fields after its closing parenthesis are fixed.
-    fields = stat.rpartition(")")[2].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+    head, _, rest = stat.rpartition(")")
+    return head.partition("(")[2], rest.split()
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
+
+
+def cpu_by_role(roots: dict[int, str], role_of_child: Callable[[str], str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far, summed by role, by the processes ``roots`` names (pid -> role) and
+    every process descended from them, each descendant in the role ``role_of_child(command name)`` gives it (Linux).
+
+    A descendant that ended before the call is not counted: take readings around a phase in which the processes
+    live on (a connection pool's server processes, a broker)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    seconds: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        read = _stat_fields(int(entry))
+        if read is None:
+            continue
+        name, fields = read
+        parents[int(entry)], names[int(entry)] = int(fields[1]), name
+        seconds[int(entry)] = _cpu_seconds(fields)
+    totals = dict.fromkeys(roots.values(), 0.0)
+    for pid, cpu in seconds.items():
+        ancestor, role = pid, None
+        while ancestor > 0 and role is None:
+            if ancestor in roots:
+                role = roots[ancestor] if ancestor == pid else role_of_child(names[pid])
+            ancestor = parents.get(ancestor, 0)
+        if role is not None:
+            totals[role] = totals.get(role, 0.0) + cpu
+    return totals
 
 
 # --- Kafka -----------------------------------------------------------------------------------------------------------

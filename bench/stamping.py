@@ -9,7 +9,9 @@ generator takes little of the CPU it shares with the service), all on 127.0.0.1 
 ratios are what the goals are about, not the absolute numbers. Prints: throughput of /hash and /stamp against the
 bare endpoint at each connection count (each round measures all three back to back; ``--repeat`` rounds print the
 range of the ratios), errors, /stamp latency at a steady rate, in-process hashing of 1 KB, a 100 MB file against
-b3sum, and the host's peak RSS.
+b3sum, the host's peak RSS, and where the CPU went: the CPU time of each process per answered request (the load
+generator, the service, its embedded PostgreSQL and broker, the bare endpoint), read from ``/proc`` around each
+phase, the relay's catching up after it included (an external database or broker is not counted).
 
 Fairness: the bare endpoint and /hash hash the same 768 bytes per request; every /stamp request stores new content.
 Throughput counts successful answers only; anything but a 200 (or no answer) is an error. Every target is warmed
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench._common import percentile, table
+from bench._common import cpu_by_role, percentile, table
 from bench._http import HttpError, LoadClient
 from framework.adapters.hashing import hash_bytes, hash_file
 
@@ -148,21 +150,60 @@ async def steady(url: str, bodies: Bodies, rate: float, seconds: float) -> tuple
 
 
 async def quiesce(http_base: str, within_s: float = 60.0) -> None:
-    """Wait until the host's outbox is empty (the relay has published what the last phase wrote), then a moment
+    """Wait until the service has written and published what the last phase left behind (the hash recorder's queue
+    and the outbox are empty, twice in a row: a batch being written is in neither for a moment), then a moment
     more: so that one phase's background work does not run in the next phase's time."""
     deadline = time.monotonic() + within_s
+    empty = 0
     async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and empty < 2:
             try:
+                async with http.get(http_base + PREFIX + "/health") as resp:
+                    recorder = (await resp.json())["data"]["recorder"]["pending"]
                 async with http.get(http_base + "/health") as resp:
-                    answer = await resp.json()
-                pending = answer["data"]["components"]["outbox"]["pending"]
+                    outbox = (await resp.json())["data"]["components"]["outbox"]["pending"]
             except (aiohttp.ClientError, OSError, TimeoutError, KeyError, TypeError, ValueError):
-                pending = None
-            if pending == 0:
-                break
+                recorder = outbox = None
+            empty = empty + 1 if recorder == 0 and outbox == 0 else 0
             await asyncio.sleep(0.2)
     await asyncio.sleep(0.5)
+
+
+#: Roles of the processes whose CPU time is read, by command name, for the descendants of the service's process.
+ROLES = ("generator", "service", "postgres", "broker", "bare")
+
+
+def _child_role(name: str) -> str:
+    return "postgres" if name.startswith("postgres") else "broker" if name.startswith("tansu") else "service"
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], answered: int) -> dict[str, float]:
+    """Milliseconds of CPU per answered request, by role, between two readings of ``cpu_by_role``."""
+    return {role: (after[role] - before[role]) * 1000 / max(answered, 1) for role in ROLES}
+
+
+def cpu_rows(label: str, per_request: list[dict[str, float]]) -> tuple[object, ...]:
+    """A table row: the median over rounds of each role's CPU per request, and of their total."""
+    medians = [statistics.median(r[role] for r in per_request) for role in ROLES]
+    total = statistics.median(sum(r.values()) for r in per_request)
+    return (label, *(f"{m:.3f}" for m in medians), f"{total:.3f}")
+
+
+def bounds(cpu: dict[tuple[int, str], list[dict[str, float]]]) -> str:
+    """What the CPU figures allow: on cores that the load saturates, throughput goes as 1 / CPU per request. Were the
+    service's own process as cheap per request as the bare endpoint's (which does no database or broker work), a
+    target would still cost the generator, PostgreSQL and the broker what it costs them now: its share of the bare
+    endpoint's throughput could be at most the bare endpoint's total / that total."""
+    lines = ["upper bound of the share of bare, with the service's process as cheap as the bare endpoint's:"]
+    for connections in sorted({c for c, _ in cpu}):
+        bare = [statistics.median(r[role] for r in cpu[connections, "bare"]) for role in ROLES]
+        for target in ("/hash", "/stamp"):
+            if (connections, target) not in cpu:
+                continue
+            ours = {role: statistics.median(r[role] for r in cpu[connections, target]) for role in ROLES}
+            floor = ours["generator"] + ours["postgres"] + ours["broker"] + bare[ROLES.index("bare")]
+            lines.append(f"  {connections:>5} {target:<6} {sum(bare) / floor:.0%}")
+    return "\n".join(lines) + "\n"
 
 
 def wait_for_endpoints(path: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> dict[str, str]:
@@ -277,7 +318,9 @@ async def main() -> None:
         for url, bodies in ((bare_url, bare_bodies), (base + "/hash", hash_bodies), (base + "/stamp", stamp_bodies)):
             await load(url, bodies, 20, 1.0)
         await quiesce(endpoints["http"])
+        roots = {os.getpid(): "generator", host.pid: "service", bare.pid: "bare"}
         ratios: dict[tuple[int, str], list[float]] = {}
+        cpu: dict[tuple[int, str], list[dict[str, float]]] = {}
         rows = []
         for round_ in range(1, args.repeat + 1):
             for connections in levels:
@@ -287,8 +330,13 @@ async def main() -> None:
                     ("/hash", base + "/hash", hash_bodies),
                     ("/stamp", base + "/stamp", stamp_bodies),
                 ):
+                    before = cpu_by_role(roots, _child_role)
                     measured[target] = await load(url, bodies, connections, args.seconds)
                     await quiesce(endpoints["http"])
+                    answered = len(measured[target][2])
+                    cpu.setdefault((connections, target), []).append(
+                        cpu_per_request(before, cpu_by_role(roots, _child_role), answered)
+                    )
                 bare_rps = measured["bare"][0]
                 for target, (rps, errors, lat) in measured.items():
                     ratio = rps / bare_rps if bare_rps else float("nan")
@@ -303,12 +351,21 @@ async def main() -> None:
                     if target != "bare":
                         print(f"  {connections:>5} {target:<6} {min(values):.0%}-{max(values):.0%}")
             print("goals: /hash >= 80% of bare, /stamp >= 40%, no errors at 1,000 connections\n")
+            print("CPU per answered request, ms (medians over rounds; all processes share the same cores):")
+            print(table(["conns / target", *ROLES, "total"], [cpu_rows(f"{c} {t}", v) for (c, t), v in cpu.items()]))
+            print(bounds(cpu))
+        before = cpu_by_role(roots, _child_role)
         errors, sent_rate, lat = await steady(base + "/stamp", stamp_bodies, args.rate, args.seconds)
+        await quiesce(endpoints["http"])
+        steady_cpu = cpu_rows(
+            f"steady {args.rate:g}/s /stamp", [cpu_per_request(before, cpu_by_role(roots, _child_role), len(lat))]
+        )
         print(
             f"/stamp at a steady {args.rate:g} req/s (sent at {sent_rate:,.0f}/s): p50 {percentile(lat, 50) * 1000:.1f} ms, "
             f"p95 {percentile(lat, 95) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms, {errors} errors "
             "(goal p95 < 10 ms, p99 < 25 ms)"
         )
+        print(table(["CPU per request, ms", *ROLES, "total"], [steady_cpu]))
         print(f"host peak RSS: {rss_mb(host.pid):.0f} MB (goal < 256 MB)\n")
         if not args.skip_micro:
             for name, value in micro():
