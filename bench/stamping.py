@@ -182,11 +182,15 @@ def cpu_per_request(before: dict[str, float], after: dict[str, float], answered:
     return {role: (after[role] - before[role]) * 1000 / max(answered, 1) for role in ROLES}
 
 
+def medians(per_request: list[dict[str, float]]) -> dict[str, float]:
+    """Each role's median over rounds of its CPU per request."""
+    return {role: statistics.median(r[role] for r in per_request) for role in ROLES}
+
+
 def cpu_rows(label: str, per_request: list[dict[str, float]]) -> tuple[object, ...]:
     """A table row: the median over rounds of each role's CPU per request, and of their total."""
-    medians = [statistics.median(r[role] for r in per_request) for role in ROLES]
     total = statistics.median(sum(r.values()) for r in per_request)
-    return (label, *(f"{m:.3f}" for m in medians), f"{total:.3f}")
+    return (label, *(f"{m:.3f}" for m in medians(per_request).values()), f"{total:.3f}")
 
 
 def bounds(cpu: dict[tuple[int, str], list[dict[str, float]]]) -> str:
@@ -196,13 +200,13 @@ def bounds(cpu: dict[tuple[int, str], list[dict[str, float]]]) -> str:
     endpoint's throughput could be at most the bare endpoint's total / that total."""
     lines = ["upper bound of the share of bare, with the service's process as cheap as the bare endpoint's:"]
     for connections in sorted({c for c, _ in cpu}):
-        bare = [statistics.median(r[role] for r in cpu[connections, "bare"]) for role in ROLES]
+        bare = medians(cpu[connections, "bare"])
         for target in ("/hash", "/stamp"):
             if (connections, target) not in cpu:
                 continue
-            ours = {role: statistics.median(r[role] for r in cpu[connections, target]) for role in ROLES}
-            floor = ours["generator"] + ours["postgres"] + ours["broker"] + bare[ROLES.index("bare")]
-            lines.append(f"  {connections:>5} {target:<6} {sum(bare) / floor:.0%}")
+            ours = medians(cpu[connections, target])
+            floor = ours["generator"] + ours["postgres"] + ours["broker"] + bare["bare"]
+            lines.append(f"  {connections:>5} {target:<6} {sum(bare.values()) / floor:.0%}")
     return "\n".join(lines) + "\n"
 
 

@@ -189,7 +189,7 @@ class GatedBus:
         await self.bus.publish(topic, envelope, **kwargs)
 
     async def publish_many(self, topic: str, envelopes: list[OnexEnvelopeV1], **kwargs: Any) -> None:
-        # The relay sends a batch's lone keys this way: without it, a batch that has one ever fails.
+        # The relay sends a batch's lone keys this way: without it, a batch with one failed for ever.
         await self.open.wait()
         await self.bus.publish_many(topic, envelopes, **kwargs)
 
