@@ -57,9 +57,14 @@ async def unified_errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return respond(
+        response = respond(
             request, status="error", http_status=exc.status, error=exc.reason, message=exc.text or exc.reason
         )
+        # What the error's own headers say stays said (a 405's Allow, which RFC 9110 requires); the body is ours.
+        for name, value in exc.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
     except Exception as exc:
         request.app.logger.exception("request failed", extra={"path": request.path})
         return respond(
