@@ -49,7 +49,7 @@ from framework.ports.resource import Resource
 from framework.runtime.catalog import bind_effects, node_class
 from framework.runtime.config import RETENTION_ONLY_MAINTENANCE_S, Settings
 from framework.runtime.http import respond, unified_errors
-from framework.runtime.kinds.base import Node, NodeRuntime
+from framework.runtime.kinds.base import Node, NodeRuntime, uses_database
 from framework.runtime.logs import log_context
 from framework.runtime.metrics import Counter, CounterReading, Gauge, Metrics
 from framework.runtime.tracing import (
@@ -112,16 +112,6 @@ def delivery_policy(contract: Contract) -> DeliveryPolicy:
         max_backoff_s=retry.backoff.max_ms / 1000,
         jitter=retry.backoff.jitter,
         dead_letter=retry.dead_letter,
-    )
-
-
-def uses_database(contract: Contract) -> bool:
-    """A node whose work lives in PostgreSQL: postgres effects, postgres state, or an FSM to persist."""
-    sub = contract.subcontracts
-    return (
-        any(e.adapter == "postgres" for e in contract.effects)
-        or (sub.state is not None and sub.state.backend == "postgres")
-        or sub.fsm is not None
     )
 
 

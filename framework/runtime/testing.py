@@ -67,8 +67,7 @@ from framework.ports.store import (
 )
 from framework.runtime.catalog import node_class
 from framework.runtime.effects import Effects
-from framework.runtime.host import uses_database
-from framework.runtime.kinds.base import Node, NodeRuntime
+from framework.runtime.kinds.base import Node, NodeRuntime, uses_database
 from framework.runtime.metrics import Metrics
 
 __all__ = [

@@ -77,6 +77,23 @@ async def test_compute_cannot_reach_an_adapter_or_publish(runtime: NodeRuntime) 
         await node.publish("words-counted", {"doc_id": "d", "words": 1})
 
 
+async def test_a_node_reaches_the_database_only_when_its_own_contract_uses_one(runtime: NodeRuntime) -> None:
+    # A host with a database puts its store in the runtime that all its nodes share; what stands for it here must
+    # never be handed to a node whose contract has no postgres effect, postgres state or FSM.
+    runtime.resources["store"] = object()
+    compute = WordCounter(contract("word_counter"), runtime)
+    with pytest.raises(NodeRuleError, match=r"is COMPUTE: it is pure and cannot reach a database"):
+        _ = compute.store
+    with pytest.raises(NodeRuleError, match=r"is COMPUTE: it is pure and cannot reach a database"):
+        compute.transaction()
+    effect = CountRecorder(contract("count_recorder"), runtime)  # effects: blake3 and kafka only
+    no_database = r"node 'count_recorder' has no database: its contract declares no postgres effect, postgres state"
+    with pytest.raises(NodeRuleError, match=no_database):
+        _ = effect.store
+    with pytest.raises(NodeRuleError, match=no_database):
+        effect.transaction()
+
+
 async def test_compute_validates_input_and_output(runtime: NodeRuntime) -> None:
     node = WordCounter(contract("word_counter"), runtime)
     with pytest.raises(PayloadInvalid, match=r"input of word_counter does not match Text: text: 5 is not of type"):

@@ -50,6 +50,16 @@ class NodeRuntime:
     on_published: Callable[[str, OnexEnvelopeV1, float, float], None] | None = None
 
 
+def uses_database(contract: Contract) -> bool:
+    """A node whose work lives in PostgreSQL: postgres effects, postgres state, or an FSM to persist."""
+    sub = contract.subcontracts
+    return (
+        any(e.adapter == "postgres" for e in contract.effects)
+        or (sub.state is not None and sub.state.backend == "postgres")
+        or sub.fsm is not None
+    )
+
+
 class Node:
     """Base of every node. Subclass the base of your contract's kind and name it in ``implementation``; each
     subscription's ``handler`` is an ``async def handler(self, event: OnexEnvelopeV1) -> None`` method."""
@@ -73,6 +83,7 @@ class Node:
         # What a refused payload's error names, built once per event rather than on every publish.
         self._published_what = {event: f"payload of '{event}' published by {self.name}" for event in self._publishes}
         self._effects = runtime.bind_effects(self)
+        self._uses_database = uses_database(contract)
         self._handlers = {s.event: self._resolve_handler(s) for s in contract.subscriptions}
         fsm = contract.subcontracts.fsm
         self.fsm: FSMEngine | None = None
@@ -157,10 +168,13 @@ class Node:
 
     @property
     def store(self) -> Store:
-        """The host's database; a node whose contract declares no postgres effect or state has none."""
-        store: Store | None = self.runtime.resources.get("store")
+        """The host's database; a node whose contract declares no postgres effect, state or FSM has none, also on a
+        host that has one for the nodes beside it."""
+        store: Store | None = self.runtime.resources.get("store") if self._uses_database else None
         if store is None:
-            raise NodeRuleError(f"node '{self.name}' has no database: declare a postgres effect or state")
+            raise NodeRuleError(
+                f"node '{self.name}' has no database: its contract declares no postgres effect, postgres state or FSM"
+            )
         return store
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:

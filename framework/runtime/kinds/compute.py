@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from framework.contract.spec import NodeType
 from framework.errors import NodeRuleError
 from framework.events.envelope import OnexEnvelopeV1
+from framework.ports.store import Store
 from framework.runtime.effects import Effects
 from framework.runtime.kinds.base import Node, NodeRuntime
 from framework.runtime.payloads import PayloadValidator
@@ -66,6 +67,10 @@ class ComputeNode(Node):
     @property
     def effects(self) -> Effects:
         raise NodeRuleError(f"node '{self.name}' is COMPUTE: it is pure and cannot reach an adapter")
+
+    @property
+    def store(self) -> Store:
+        raise NodeRuleError(f"node '{self.name}' is COMPUTE: it is pure and cannot reach a database")
 
     async def publish(self, event: str, payload: dict[str, Any], **_: Any) -> OnexEnvelopeV1:
         raise NodeRuleError(
