@@ -9,11 +9,13 @@ from pathlib import Path
 from framework.contract.spec import Contract
 from framework.contract.validate import validate_paths
 from framework.errors import ContractError
-from framework.runtime.config import BUSES, LOG_LEVELS, Settings
+from framework.runtime.config import BUSES, LOG_LEVELS, Settings, flag_of
 
 
 def add_host_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", dest="service_port", help="HTTP port of the host (SERVICE_PORT, default 8053; 0 = any)")
+    p.add_argument(
+        flag_of("service_port"), dest="service_port", help="HTTP port of the host (SERVICE_PORT, default 8053; 0 = any)"
+    )
     p.add_argument("--env", help="environment, the first part of topic names (ONEX_ENV, default dev)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper, help="LOG_LEVEL (default INFO)")
     p.add_argument("--data-dir", help="where embedded servers keep data and endpoints.json (ONEX_DATA_DIR, .onex)")

@@ -41,6 +41,15 @@ ENV_VARS: Mapping[str, str] = {
 }
 
 
+#: Settings whose command-line flag is not ``--`` + the setting's name with dashes.
+FLAG_NAMES: Mapping[str, str] = {"service_port": "--port"}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of setting ``name``."""
+    return FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
+
+
 @dataclass(frozen=True)
 class Settings:
     service_port: int = 8053
@@ -78,7 +87,7 @@ class Settings:
                 sources[name] = f"{var}={environ[var].strip()}"
         for name, value in flags.items():
             if value is not None:
-                flag = f"--{name.replace('_', '-')}"
+                flag = flag_of(name)
                 values[name] = _convert(flag, name, value)
                 sources[name] = f"{flag}={str(value).strip()}"
         low, high = values.get("db_pool_min", base.db_pool_min), values.get("db_pool_max", base.db_pool_max)

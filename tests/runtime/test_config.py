@@ -65,7 +65,7 @@ def test_bad_values_name_variable_and_allowed(env: dict[str, str], message: str)
 
 
 def test_bad_flag_names_the_flag() -> None:
-    with pytest.raises(UsageError, match=r"--service-port='x'"):
+    with pytest.raises(UsageError, match=r"--port='x'"):
         Settings.load({}, service_port="x")
 
 
