@@ -25,6 +25,7 @@ from framework.errors import QueryError
 from framework.events.envelope import OnexEnvelopeV1
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
+from nodes.metadata_stamping import stamps
 from nodes.metadata_stamping.node import MetadataStampingNode
 from nodes.metadata_stamping.openapi import PREFIX
 from nodes.metadata_stamping.requests import ContentRequest
@@ -102,6 +103,19 @@ def ns() -> str:
     return f"t_{uuid.uuid4().hex[:10]}.stamps"
 
 
+def assert_announced(service: Service, message: Any, event: str, key: str | None) -> OnexEnvelopeV1:
+    """``message`` (consumed from Kafka) is ``event`` from the stamping node in this environment, with its
+    CloudEvents headers and, when the catalog names a partition key field, that field's value as the Kafka key."""
+    envelope: OnexEnvelopeV1 = message.envelope
+    assert envelope.event_type == event and envelope.source_service == "metadata_stamping"
+    assert envelope.environment == service.env and envelope.partition_key == key
+    headers = dict(message.headers)
+    assert headers["ce_type"] == f"omninode.{event}.v1".encode() and headers["ce_specversion"] == b"1.0"
+    assert headers["ce_id"] == str(envelope.event_id).encode()
+    assert message.key == (key.encode() if key is not None else envelope.kafka_key())
+    return envelope
+
+
 def assert_unified(answer: dict[str, Any], status: str) -> None:
     assert set(answer) == UNIFIED_KEYS
     assert answer["status"] == status
@@ -123,21 +137,73 @@ async def test_stamp_is_stored_and_announced_through_kafka(service: Service) -> 
     assert again["data"]["created"] is False and again["data"]["version"] == 2
 
     got = await created.matching(lambda m: m.envelope.payload["namespace"] == namespace)
-    envelope = got[0].envelope
-    assert envelope.event_type == "metadata-stamp-created" and envelope.source_service == "metadata_stamping"
+    envelope = assert_announced(service, got[0], "metadata-stamp-created", data["file_hash"])
     assert envelope.payload["file_hash"] == data["file_hash"] and envelope.payload["namespace"] == namespace
-    assert envelope.partition_key == data["file_hash"] and envelope.environment == service.env
-    headers = dict(got[0].headers)
-    assert headers["ce_type"] == b"omninode.metadata-stamp-created.v1"
-    assert headers["ce_id"] == str(envelope.event_id).encode() and headers["ce_specversion"] == b"1.0"
-    assert got[0].key == data["file_hash"].encode()
 
     status, found = await service.get(f"/stamp/{data['file_hash']}?namespace={namespace}")
     assert status == 200 and found["data"]["id"] == data["stamp_id"] and found["data"]["version"] == 2
 
 
+#: The stamp line each text type gets: (what comes before it in the file, its comment's opening, its closing).
+COMMENT_SYNTAX = {
+    "txt": ("", "# ", ""),
+    "yaml": ("", "# ", ""),
+    "py": ("#!/usr/bin/env python3\n", "# ", ""),
+    "md": ("", "<!-- ", " -->"),
+    "html": ("", "<!-- ", " -->"),
+    "xml": ('<?xml version="1.0"?>\n', "<!-- ", " -->"),
+    "js": ("", "// ", ""),
+    "sql": ("", "-- ", ""),
+    "css": ("", "/* ", " */"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMENT_SYNTAX))
+async def test_each_text_type_is_stamped_in_its_comment_syntax_and_restamping_moves_only_the_time(
+    service: Service, name: str
+) -> None:
+    before, opening, closing = COMMENT_SYNTAX[name]
+    namespace = ns()
+    _, first = await service.post("/stamp", {"content": TEXT[name], "namespace": namespace, "file_path": f"f.{name}"})
+    data = first["data"]
+    fields = f"uid={data['stamp_id']},hash={data['file_hash']},ts={data['timestamp']},ns={namespace}"
+    line = f"{opening}ONEX:{fields}{closing}\n"
+    assert data["stamped_content"] == before + line + TEXT[name][len(before) :]
+    _, second = await service.post(
+        "/stamp", {"content": data["stamped_content"], "namespace": namespace, "file_path": f"f.{name}"}
+    )
+    again = second["data"]
+    assert again["timestamp"] != data["timestamp"]
+    assert again["stamped_content"] == data["stamped_content"].replace(data["timestamp"], again["timestamp"])
+
+
+async def test_a_rich_stamp_carries_every_field_of_the_onex_block(service: Service) -> None:
+    namespace = ns()
+    _, answer = await service.post(
+        "/stamp", {"content": TEXT["md"], "namespace": namespace, "file_path": "docs/a.md", "rich": True}
+    )
+    data = answer["data"]
+    assert data["stamp_kind"] == "rich" and data["stamped_content"].endswith(TEXT["md"])
+    block = data["stamped_content"][: -len(TEXT["md"])]
+    assert all(line.startswith("<!-- ") and line.endswith(" -->") for line in block.splitlines())
+    found = stamps.find(data["stamped_content"])
+    assert len(found) == 1 and found[0].kind == "rich"
+    assert found[0].fields == {
+        "uid": data["stamp_id"],
+        "hash": data["file_hash"],
+        "timestamp": data["timestamp"],
+        "protocol_version": stamps.PROTOCOL_VERSION,
+        "file_path": "docs/a.md",
+        "file_size": len(TEXT["md"].encode()),
+        "content_type": data["content_type"],
+        "namespace": namespace,
+        "integrity": {"algorithm": "blake3", "hash": data["file_hash"]},
+    }
+
+
 @pytest.mark.parametrize("name", ["md", "js", "css", "html", "crlf.txt"])
 async def test_validate_round_trip_per_text_type(service: Service, name: str) -> None:
+    validated = await service.listen("metadata-stamp-validated")
     namespace = ns()
     path = name if "." in name else f"file.{name}"
     _, stamped = await service.post(
@@ -150,6 +216,17 @@ async def test_validate_round_trip_per_text_type(service: Service, name: str) ->
     assert tampered["data"]["status"] == "tampered" and tampered["data"]["stamps"][0]["status"] == "tampered"
     _, missing = await service.post("/validate", {"content": TEXT[name] + "y", "file_path": path})
     assert missing["data"]["status"] == "missing"
+    # Each validation is announced, with its verdict.
+    verdicts = {answer["data"]["file_hash"]: answer["data"]["status"] for answer in (valid, tampered, missing)}
+    got = await validated.wait_until(
+        lambda messages: {m.envelope.payload["file_hash"] for m in messages} >= set(verdicts)
+    )
+    for message in (m for m in got if m.envelope.payload["file_hash"] in verdicts):
+        envelope = assert_announced(service, message, "metadata-stamp-validated", message.envelope.payload["file_hash"])
+        assert envelope.payload["status"] == verdicts[envelope.payload["file_hash"]]
+    announced_valid = [m for m in got if m.envelope.payload["file_hash"] == valid["data"]["file_hash"]]
+    assert announced_valid[0].envelope.payload["namespace"] == namespace
+    assert announced_valid[0].envelope.payload["stamps_found"] == len(valid["data"]["stamps"]) >= 1
 
 
 @pytest.mark.parametrize("ext", ["png", "pdf", "mp3", "mkv", "zip"])
@@ -175,7 +252,8 @@ async def test_hash_records_metrics_and_events(service: Service) -> None:
     direct = await service.node.hash({"content": content})
     assert direct["file_hash"] == answer["data"]["file_hash"] and direct["file_size"] == len(content)
     got = await generated.matching(lambda m: m.envelope.payload["file_hash"] == answer["data"]["file_hash"])
-    assert got[0].envelope.payload["file_size"] == len(content)
+    envelope = assert_announced(service, got[0], "blake3-hash-generated", answer["data"]["file_hash"])
+    assert envelope.payload["file_size"] == len(content) and envelope.payload["namespace"] == "t.hash"
     await service.node.recorder.flush()
     async with service.node.transaction() as tx:
         rows = await tx.fetchval("SELECT count(*) FROM hash_metrics WHERE namespace = 't.hash'")
@@ -196,6 +274,8 @@ async def test_batch_reports_partial_and_announces(service: Service) -> None:
     assert_unified(answer, "partial")
     assert [r["status"] for r in answer["data"]["results"]] == ["success", "error", "error", "success"]
     got = await processed.matching(lambda m: m.envelope.payload["namespace"] == namespace)
+    assert_announced(service, got[0], "metadata-batch-processed", None)
+    assert got[0].envelope.payload["batch_id"] == answer["data"]["batch_id"]
     assert got[0].envelope.payload | {"batch_id": None} == {
         "batch_id": None,
         "namespace": namespace,
