@@ -1,0 +1,39 @@
+"""The progress line of ``onex stamp`` / ``onex verify``: drawn on a terminal (a real pseudo-terminal here), never
+into a file or a pipe."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+
+from framework.cli.progress import Progress
+
+
+def test_a_terminal_gets_a_bar_that_fills_and_is_cleared_at_the_end() -> None:
+    leader, follower = pty.openpty()
+    try:
+        with open(follower, "w", encoding="utf-8", closefd=False) as terminal:
+            progress = Progress(3, "stamping", terminal)
+            for name in ("a.py", "b.md", "c.txt"):
+                progress.step(name)
+            progress.close()
+        written = os.read(leader, 65536).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    frames = [frame.rstrip() for frame in written.split("\r") if frame.strip()]
+    assert frames == [
+        "stamping [" + "#" * 10 + "-" * 20 + "] 1/3 a.py",
+        "stamping [" + "#" * 20 + "-" * 10 + "] 2/3 b.md",
+        "stamping [" + "#" * 30 + "] 3/3 c.txt",
+    ]
+    assert written.endswith("\r" + " " * 120 + "\r")  # the line is cleared for the summary that follows
+
+
+def test_a_file_or_a_pipe_gets_no_progress_line() -> None:
+    stream = io.StringIO()
+    progress = Progress(3, "stamping", stream)
+    progress.step("a.py")
+    progress.close()
+    assert stream.getvalue() == "" and progress.done == 1
