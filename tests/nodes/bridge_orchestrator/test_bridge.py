@@ -138,6 +138,54 @@ async def test_a_service_that_is_down_means_no_intelligence_and_opens_the_circui
     assert client.breaker.state == "open"
 
 
+async def test_over_its_limit_post_workflow_answers_503_with_retry_after_and_serves_on(
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    tmp_path: Path,
+    onextree: tuple[OnexTree, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service, url = onextree
+    service.delay_s = 5.0  # the optional intelligence step holds each workflow until its client gives up
+    monkeypatch.setenv("ONEXTREE_URL", url)
+    contracts = [load_contract(p) for p in CONTRACTS]
+    orchestrator = contracts[1]
+    workflow = orchestrator.subcontracts.workflow
+    assert workflow is not None
+    # One workflow at a time and one waiting (the queue's default is the limit).
+    narrow = orchestrator.model_copy(
+        update={
+            "subcontracts": orchestrator.subcontracts.model_copy(
+                update={"workflow": workflow.model_copy(update={"max_in_flight": 1})}
+            )
+        }
+    )
+    settings = Settings(
+        service_port=0,
+        env=f"b{uuid.uuid4().hex[:10]}",
+        data_dir=tmp_path,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        postgres_dsn=postgres_dsn,
+    )
+    async with Host([contracts[0], narrow], settings) as host:
+
+        async def send() -> tuple[int, dict[str, Any], str | None]:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{host.endpoints.http}/workflow", json=request(enable_intelligence=True)) as resp,
+            ):
+                return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+        answers = await asyncio.gather(send(), send(), send())
+        assert sorted(status for status, _, _ in answers) == [200, 200, 503], answers
+        _, refused, retry_after = next(answer for answer in answers if answer[0] == 503)
+        assert refused["status"] == "error" and refused["error"] == "busy" and "limit 1" in refused["message"]
+        assert retry_after is not None and int(retry_after) >= 1
+        assert all(body["data"]["state"] == "completed" for status, body, _ in answers if status == 200)
+        status, body, _ = await send()  # and it serves on
+        assert status == 200 and body["data"]["state"] == "completed"
+
+
 async def test_invalid_requests_and_failed_workflows(bridge: tuple[Host, str, OnexTree]) -> None:
     host, _, _ = bridge
     status, body = await post(host, {"namespace": "x"})
