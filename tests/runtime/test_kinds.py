@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import jsonschema_rs
 import pytest
 
 from framework.adapters.memory_bus import MemoryEventBus
@@ -15,6 +17,7 @@ from framework.contract.spec import Contract
 from framework.contract.validate import load_contract
 from framework.errors import NodeRuleError, PayloadInvalid
 from framework.events.envelope import OnexEnvelopeV1
+from framework.runtime import payloads
 from framework.runtime.catalog import bind_effects, node_class
 from framework.runtime.kinds import ComputeNode, EffectNode, Emit
 from framework.runtime.kinds.base import NodeRuntime
@@ -105,6 +108,32 @@ async def test_compute_validates_input_and_output(runtime: NodeRuntime) -> None:
 
     with pytest.raises(PayloadInvalid, match=r"output of word_counter does not match Count: words: 'many'"):
         await Broken(contract("word_counter"), runtime).handle(event("text-submitted", {"doc_id": "d", "text": "x"}))
+
+
+async def test_validators_are_compiled_when_the_node_is_built_not_per_event(
+    runtime: NodeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = WordCounter(contract("word_counter"), runtime)
+    compiled: list[str] = []
+
+    def watch(name: str, cls: Any) -> Any:  # the real validator, noted as it is compiled
+        def compile_(*args: Any, **kwargs: Any) -> Any:
+            compiled.append(name)
+            return cls(*args, **kwargs)
+
+        return compile_
+
+    monkeypatch.setattr(payloads, "Draft202012Validator", watch("jsonschema", jsonschema.Draft202012Validator))
+    monkeypatch.setattr(
+        jsonschema_rs, "Draft202012Validator", watch("jsonschema_rs", jsonschema_rs.Draft202012Validator)
+    )
+    for i in range(20):
+        await node.handle(event("text-submitted", {"doc_id": f"d{i}", "text": "a b"}))
+        with pytest.raises(PayloadInvalid):
+            await node.handle(event("text-submitted", {"doc_id": f"d{i}", "text": i}))
+    assert compiled == []
+    WordCounter(contract("word_counter"), runtime)  # building a node compiles them (so the watch does see it)
+    assert {"jsonschema", "jsonschema_rs"} <= set(compiled)
 
 
 async def test_compute_with_several_outputs_must_say_which(runtime: NodeRuntime) -> None:

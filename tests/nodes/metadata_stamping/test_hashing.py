@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 import shutil
@@ -58,6 +59,28 @@ async def test_async_paths_and_batches_agree(tmp_path: Path) -> None:
     assert results[-1].digest is None and results[-1].error is not None
     with pytest.raises(ValueError, match="concurrency"):
         await hashing.hash_many([b""], concurrency=0)
+
+
+async def test_batch_hashing_runs_at_most_its_concurrency_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = hashing.hash_bytes_async
+    running, most = 0, 0
+
+    async def watched(data: bytes) -> str:  # the real hash, counted while it runs
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.01)  # long enough for every waiting item to try to start
+            return await real(data)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(hashing, "hash_bytes_async", watched)
+    blobs = [bytes([i]) * (i + 1) for i in range(9)]
+    results = await hashing.hash_many(blobs, concurrency=3)
+    assert most == 3
+    assert [r.digest for r in results] == [blake3(b).hexdigest() for b in blobs]
+    assert [r.index for r in results] == list(range(9)) and [r.size for r in results] == [len(b) for b in blobs]
 
 
 def test_buffer_sizes_follow_the_input() -> None:
