@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaConsumer
 from blake3 import blake3
 
 from framework.adapters.kafka_bus import KafkaEventBus
@@ -59,6 +60,15 @@ async def test_compute_and_effect_nodes_end_to_end(
     contracts = [load_contract(CONTRACTS / "word_counter.yaml"), load_contract(CONTRACTS / "count_recorder.yaml")]
     results = Collector()
     async with Host(contracts, settings) as host:
+        # Every topic of the nodes exists once the host has started, before anything is published or consumed here:
+        # count-recorded, which no hosted node consumes, too.
+        lister = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+        await lister.start()
+        try:
+            existing = await lister.topics()
+        finally:
+            await lister.stop()
+        assert {topic(env, e) for e in ("text-submitted", "words-counted", "count-recorded")} <= existing
         sub = await client_bus.subscribe([topic(env, "count-recorded")], group=f"{env}-check", handler=results)
         sent = [submitted(f"doc-{i}", " ".join(["word"] * i)) for i in range(1, 6)]
         for envelope in sent:
