@@ -99,6 +99,11 @@ async def test_compute_and_effect_nodes_end_to_end(
         assert health["data"]["components"]["node:word_counter"] == "up"
         assert f'onex_events_consumed_total{{topic="{topic(env, "text-submitted")}",group="word_counter"}} 5' in metrics
         assert f'onex_events_published_total{{topic="{topic(env, "count-recorded")}"}} 5' in metrics
+        # One latency observation per event handled, in each node's histogram.
+        assert 'onex_handler_duration_seconds_count{node="word_counter",event="text-submitted"} 5' in metrics
+        assert 'onex_handler_duration_seconds_count{node="count_recorder",event="words-counted"} 5' in metrics
+        # /health says how things are, not where they are: no address of any component.
+        assert "127.0.0.1" not in json.dumps(health) and kafka_bootstrap not in json.dumps(health)
         endpoints = json.loads((tmp_path / "endpoints.json").read_text())
         assert endpoints["kafka_bootstrap_servers"] == kafka_bootstrap
         assert endpoints["http"] == host.endpoints.http

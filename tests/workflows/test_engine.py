@@ -66,6 +66,11 @@ async def test_linear_workflow_runs_its_steps_in_order_and_completes(flow: tuple
     history = await node.runtime.fsm_store.history("workflow", wid)
     assert [(r.from_state, r.to_state) for r in history] == [("pending", "processing"), ("processing", "completed")]
     assert history[-1].context["completed_steps"] == 2
+    transitions = node.runtime.metrics.transitions  # onex_fsm_transitions_total, one per transition taken
+    assert transitions.value(machine="workflow", from_state="pending", to_state="processing") >= 1
+    before = transitions.value(machine="workflow", from_state="processing", to_state="completed")
+    await run(node, n=1)
+    assert transitions.value(machine="workflow", from_state="processing", to_state="completed") == before + 1
 
 
 @workflow(
