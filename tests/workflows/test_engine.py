@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from workflows import Workflow
 
 from framework.contract.subcontracts import Workflow as WorkflowSpec
+from framework.ports.fsm_store import TransitionRecord
 from framework.workflows import StepStatus, WorkflowBusy, WorkflowResult
 from framework.workflows.builder import build_workflow_class
 from tests.workflows.flow_nodes import FlowOrchestrator
@@ -277,3 +280,21 @@ def test_a_built_workflow_lists_its_steps_as_the_library_would(steps: list[dict[
     workflow = cls(timeout=10)
     assert workflow._get_steps() == Workflow._get_steps(workflow)
     assert {f"step_{s['name']}" for s in steps} <= set(workflow._get_steps())
+
+
+@workflow({"name": "first", "target": {"handler": "add_one"}})
+async def test_a_workflow_that_cannot_be_resumed_is_failed_explicitly(flow: tuple[FlowOrchestrator, Published]) -> None:
+    node, _ = flow
+    engine = node.engine
+    wid = f"unresumable-{uuid.uuid4()}"
+    await engine.store.create(wid, engine.spec.workflow_name, {"n": 1}, owner=engine.owner, lease_s=30)
+    await engine.store.set_state(wid, "processing", finished=False, error=None, result=None)
+    # Its FSM history ends in a state this FSM does not have (written by another version of the contract, say).
+    record = TransitionRecord("workflow", wid, 1, "gone", "start", "pending", "vanished", datetime.now(UTC))
+    await node.runtime.fsm_store.record(record)
+    assert await engine.resume(wid) is None
+    execution = await engine.store.load(wid)
+    assert execution is not None and execution.state == "failed" and execution.finished
+    assert execution.error is not None and execution.error.startswith("could not be resumed after a restart: ")
+    assert "recorded state 'vanished' is not a state of this FSM" in execution.error
+    assert wid not in await engine.store.unfinished(engine.spec.workflow_name)  # none stays in processing
