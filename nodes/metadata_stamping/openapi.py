@@ -41,7 +41,14 @@ def _refs(value: Any) -> Any:
 
 def _answers(*codes: int, json_body: bool = True) -> dict[str, Any]:
     unified = {"application/json": {"schema": {"$ref": "#/components/schemas/UnifiedResponse"}}}
-    names = {200: "done", 400: "invalid JSON", 404: "not found", 413: "body too large", 422: "invalid request"}
+    names = {
+        200: "done",
+        400: "invalid JSON",
+        404: "not found",
+        413: "body too large",
+        422: "invalid request",
+        503: "degraded: the database circuit is not closed",
+    }
     return {str(c): {"description": names.get(c, "answer"), "content": unified if json_body else {}} for c in codes}
 
 
@@ -111,7 +118,7 @@ def build(contract: Contract) -> dict[str, Any]:
                     "responses": _answers(200, 422),
                 }
             },
-            f"{PREFIX}/health": {"get": {"summary": "Health of the stamping service", "responses": _answers(200)}},
+            f"{PREFIX}/health": {"get": {"summary": "Health of the stamping service", "responses": _answers(200, 503)}},
             f"{PREFIX}/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",

@@ -12,6 +12,7 @@ tests wait a short grace period to see that nothing *more* arrives; they never r
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -122,16 +123,18 @@ class RawRecord:
         return values[0]
 
 
-async def produce_raw(bus: EventBus, topic: str, value: bytes, *, key: bytes | None = None) -> None:
+async def produce_raw(
+    bus: EventBus, topic: str, value: bytes, *, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+) -> None:
     """Write bytes that are not an envelope, as a foreign or broken producer would."""
     if isinstance(bus, MemoryEventBus):
-        bus.append_raw(topic, value, key=key)
+        bus.append_raw(topic, value, key=key, headers=headers or ())
         return
     assert isinstance(bus, KafkaEventBus)
     producer = AIOKafkaProducer(bootstrap_servers=bus.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=key)
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
 
@@ -577,6 +580,30 @@ async def test_dead_letter_topic_after_the_last_attempt(bus: EventBus) -> None:
     assert letter.header(DLT_PARTITION) == str(seen[0].partition).encode()
     assert letter.header(DLT_OFFSET) == str(seen[0].offset).encode()
     assert letter.header(DLT_GROUP) == group.encode()
+
+
+async def test_a_structured_mode_cloudevent_from_another_producer_is_handled(
+    bus: EventBus, unique_topic: Callable[..., str]
+) -> None:
+    topic = unique_topic()
+    await bus.ensure_topics([topic], partitions=3)
+    collector = Collector()
+    await bus.subscribe([topic], group=group_name(), handler=collector)
+    event = {
+        "specversion": "1.0",
+        "type": "com.example.object.created",
+        "source": "https://storage.example.com/photos",
+        "id": "evt-1",
+        "time": "2026-11-28T08:30:15Z",
+        "data": {"bucket": "photos", "key": "cat.jpg"},
+    }
+    structured = [("content-type", b"application/cloudevents+json; charset=utf-8")]
+    await produce_raw(bus, topic, json.dumps(event).encode(), key=b"cat.jpg", headers=structured)
+    await wait_until(lambda: len(collector.messages) == 1, "the structured-mode event")
+    envelope = collector.messages[0].envelope
+    assert envelope.event_type == "com.example.object.created" and envelope.payload == event["data"]
+    assert envelope.source_service == "https://storage.example.com/photos" and envelope.metadata["ce_id"] == "evt-1"
+    assert collector.messages[0].key == b"cat.jpg"
 
 
 async def test_poison_message_goes_to_the_dead_letter_topic_and_consumption_continues(
