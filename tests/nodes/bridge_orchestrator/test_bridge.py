@@ -236,13 +236,22 @@ async def test_command_topic_starts_workflows_and_all_nine_events_are_published(
             payload=request(content="%%%", encoding="base64"),
         )
         await client.publish(f"{env}.omninode_bridge.onex.cmd.stamp-workflow-requested.v1", bad)
+        steps = ["validate_input", "hash_generation", "onextree_intelligence", "stamp_creation", "event_publishing"]
+
+        def steps_of(cause: OnexEnvelopeV1) -> list[str]:
+            return [e.payload["step"] for e in seen["workflow-step-completed"] if e.correlation_id == cause.event_id]
+
         async with asyncio.timeout(60):
-            while not all(seen[n] for n in names):
+            while not all(seen[n] for n in names) or set(steps_of(command)) != set(steps):
                 changed.clear()
                 await changed.wait()
         await sub.stop()
     [completed] = seen["stamp-workflow-completed"]
     [failed] = seen["stamp-workflow-failed"]
     assert completed.correlation_id == command.event_id
+    # Every event of the good request, the stamping node's included, carries its correlation id.
+    for name in ("metadata-stamp-created", "blake3-hash-generated", "onextree-intelligence-requested"):
+        assert {e.correlation_id for e in seen[name]} == {command.event_id}, name
+    assert set(steps_of(command)) == set(steps)  # a step-completed for every step
     assert failed.correlation_id == bad.event_id and "validate_input" in failed.payload["error"]
     assert seen["onextree-intelligence-received"][0].payload["available"] is True
