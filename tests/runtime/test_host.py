@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +29,7 @@ from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import DLT_ATTEMPTS, DeliveryPolicy
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
+from framework.runtime.logs import JsonFormatter
 from tests.collect import Collector
 from tests.pg import migrated_database, wait_for
 
@@ -116,7 +120,13 @@ async def test_invalid_payload_is_dead_lettered_at_once(
 ) -> None:
     settings = Settings(service_port=0, env=env, data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap)
     dead = Collector()
-    async with Host([load_contract(CONTRACTS / "word_counter.yaml")], settings) as host:
+    lines = io.StringIO()  # the host's log, as the JSON lines `onex run` writes
+    json_lines = logging.StreamHandler(lines)
+    json_lines.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(json_lines)
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(logging.getLogger().removeHandler, json_lines)
+        host = await cleanup.enter_async_context(Host([load_contract(CONTRACTS / "word_counter.yaml")], settings))
         dlt = f"{env}.onex_tests.e2e.dlt.text-submitted.v1"
         sub = await client_bus.subscribe([dlt], group=f"{env}-dlt", handler=dead, policy=DeliveryPolicy())
         bad = OnexEnvelopeV1(
@@ -136,6 +146,12 @@ async def test_invalid_payload_is_dead_lettered_at_once(
             lambda: host.metrics.dead_lettered.value(topic=topic(env, "text-submitted"), group="word_counter") == 1,
             "the dead letter counted",
         )
+    # The host's log line about it carries the event's ids and what was wrong.
+    logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+    [poison] = [entry for entry in logged if entry["msg"] == "poison event: not retried"]
+    assert poison["event_id"] == poison["correlation_id"] == str(bad.event_id)
+    assert poison["node"] == "word_counter" and poison["event_type"] == "text-submitted" and poison["attempt"] == "1"
+    assert "does not match TextSubmitted" in poison["error"]
 
 
 async def _read_endpoints(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> dict[str, Any]:
