@@ -9,39 +9,16 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from framework.adapters.circuit_breaker import CircuitBreaker
 from framework.adapters.onextree_client import OnexTreeClient
-
-
-class Service:
-    def __init__(self) -> None:
-        self.status = 200
-        self.delay_s = 0.0
-        self.calls = 0
-
-    async def intelligence(self, request: web.Request) -> web.Response:
-        self.calls += 1
-        await asyncio.sleep(self.delay_s)
-        if self.status != 200:
-            return web.json_response({"error": "no"}, status=self.status)
-        return web.json_response({"data": {"file_hash": (await request.json())["file_hash"], "patterns": ["p"]}})
+from tests.onextree import OnexTree, serve
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[tuple[Service, str]]:
-    steered = Service()
-    app = web.Application()
-    app.router.add_post("/intelligence", steered.intelligence)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield steered, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+async def service() -> AsyncIterator[tuple[OnexTree, str]]:
+    async with serve() as running:
+        yield running
 
 
 @pytest.fixture
@@ -54,7 +31,7 @@ REQUEST = {"file_hash": "a" * 64}
 
 
 async def test_a_server_error_is_retried_then_answered_without_intelligence(
-    service: tuple[Service, str], session: aiohttp.ClientSession
+    service: tuple[OnexTree, str], session: aiohttp.ClientSession
 ) -> None:
     steered, url = service
     steered.status = 503
@@ -64,11 +41,11 @@ async def test_a_server_error_is_retried_then_answered_without_intelligence(
     assert steered.calls == 3
     steered.status = 200
     answer = await client.intelligence(REQUEST)
-    assert answer.available and answer.data == {"file_hash": "a" * 64, "patterns": ["p"]} and steered.calls == 4
+    assert answer.available and answer.data == {"file_hash": "a" * 64, "patterns": ["config"]} and steered.calls == 4
 
 
 async def test_a_slow_service_is_given_up_after_the_timeout_of_each_attempt(
-    service: tuple[Service, str], session: aiohttp.ClientSession
+    service: tuple[OnexTree, str], session: aiohttp.ClientSession
 ) -> None:
     steered, url = service
     steered.delay_s = 2.0
@@ -79,7 +56,7 @@ async def test_a_slow_service_is_given_up_after_the_timeout_of_each_attempt(
 
 
 async def test_the_circuit_opens_fails_fast_and_closes_after_a_good_probe(
-    service: tuple[Service, str], session: aiohttp.ClientSession
+    service: tuple[OnexTree, str], session: aiohttp.ClientSession
 ) -> None:
     steered, url = service
     steered.status = 500
@@ -96,7 +73,7 @@ async def test_the_circuit_opens_fails_fast_and_closes_after_a_good_probe(
 
 
 async def test_a_client_error_or_a_bad_answer_is_not_the_services_failure(
-    service: tuple[Service, str], session: aiohttp.ClientSession
+    service: tuple[OnexTree, str], session: aiohttp.ClientSession
 ) -> None:
     steered, url = service
     steered.status = 400

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from framework.adapters.kafka_bus import KafkaEventBus
 from framework.contract.validate import load_contract
@@ -20,39 +19,16 @@ from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import Message
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
+from tests.onextree import OnexTree, serve
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACTS = [ROOT / "contracts" / "metadata_stamping.yaml", ROOT / "contracts" / "bridge_orchestrator.yaml"]
 
 
-class OnexTree:
-    """A stand-in of the OnexTree service on 127.0.0.1: answers at once, or after ``delay_s``."""
-
-    def __init__(self) -> None:
-        self.delay_s = 0.0
-        self.calls = 0
-
-    async def intelligence(self, request: web.Request) -> web.Response:
-        self.calls += 1
-        body = await request.json()
-        await asyncio.sleep(self.delay_s)
-        return web.json_response({"data": {"file_hash": body["file_hash"], "patterns": ["config"]}})
-
-
 @pytest.fixture
 async def onextree() -> AsyncIterator[tuple[OnexTree, str]]:
-    service = OnexTree()
-    app = web.Application()
-    app.router.add_post("/intelligence", service.intelligence)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield service, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve() as running:
+        yield running
 
 
 def closed_port() -> int:
