@@ -74,7 +74,8 @@ def machine_facts() -> list[tuple[str, str]]:
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds used so far by process ``pid`` (Linux), or None if it cannot be read."""
+    """User + system CPU seconds used so far by process ``pid`` and the children it waited for (Linux), or None if
+    it cannot be read."""
     read = _stat_fields(pid) if pid is not None else None
     if read is None:
         return None
@@ -93,15 +94,17 @@ def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
 
 
 def _cpu_seconds(fields: list[str]) -> float:
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
+    # utime + stime, and cutime + cstime: the CPU of children it has waited for (PostgreSQL's short-lived workers
+    # end within a phase and are counted through their postmaster), in clock ticks.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_role(roots: dict[int, str], role_of_child: Callable[[str], str]) -> dict[str, float]:
     """CPU seconds (user + system) used so far, summed by role, by the processes ``roots`` names (pid -> role) and
     every process descended from them, each descendant in the role ``role_of_child(command name)`` gives it (Linux).
 
-    A descendant that ended before the call is not counted: take readings around a phase in which the processes
-    live on (a connection pool's server processes, a broker)."""
+    A descendant that ended is counted through its parent once the parent has waited for it (PostgreSQL's postmaster
+    does at once); one not yet waited for is missed for that moment."""
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
     seconds: dict[int, float] = {}

@@ -194,19 +194,21 @@ def cpu_rows(label: str, per_request: list[dict[str, float]]) -> tuple[object, .
 
 
 def bounds(cpu: dict[tuple[int, str], list[dict[str, float]]]) -> str:
-    """What the CPU figures allow: on cores that the load saturates, throughput goes as 1 / CPU per request. Were the
-    service's own process as cheap per request as the bare endpoint's (which does no database or broker work), a
-    target would still cost the generator, PostgreSQL and the broker what it costs them now: its share of the bare
-    endpoint's throughput could be at most the bare endpoint's total / that total."""
-    lines = ["upper bound of the share of bare, with the service's process as cheap as the bare endpoint's:"]
+    """An estimate of what the CPU figures allow: on cores that the load saturates, throughput goes as 1 / CPU per
+    request. Were the service's own process as cheap per request as the bare endpoint's (which does no database or
+    broker work), and the generator's cost as low as with the bare endpoint, a target would still cost PostgreSQL
+    and the broker what it costs them now: its share of the bare endpoint's throughput could then be at most the
+    bare endpoint's CPU per request (its process and the generator) divided by that floor."""
+    lines = ["estimated ceiling of the share of bare, with the service's process as cheap as the bare endpoint's:"]
     for connections in sorted({c for c, _ in cpu}):
         bare = medians(cpu[connections, "bare"])
         for target in ("/hash", "/stamp"):
             if (connections, target) not in cpu:
                 continue
             ours = medians(cpu[connections, target])
-            floor = ours["generator"] + ours["postgres"] + ours["broker"] + bare["bare"]
-            lines.append(f"  {connections:>5} {target:<6} {sum(bare.values()) / floor:.0%}")
+            generator = min(ours["generator"], bare["generator"])
+            floor = generator + ours["postgres"] + ours["broker"] + bare["bare"]
+            lines.append(f"  {connections:>5} {target:<6} {(bare['generator'] + bare['bare']) / floor:.0%}")
     return "\n".join(lines) + "\n"
 
 
@@ -361,8 +363,9 @@ async def main() -> None:
         before = cpu_by_role(roots, _child_role)
         errors, sent_rate, lat = await steady(base + "/stamp", stamp_bodies, args.rate, args.seconds)
         await quiesce(endpoints["http"])
+        answered = len(lat) - errors  # a failed request has a latency too
         steady_cpu = cpu_rows(
-            f"steady {args.rate:g}/s /stamp", [cpu_per_request(before, cpu_by_role(roots, _child_role), len(lat))]
+            f"steady {args.rate:g}/s /stamp", [cpu_per_request(before, cpu_by_role(roots, _child_role), answered)]
         )
         print(
             f"/stamp at a steady {args.rate:g} req/s (sent at {sent_rate:,.0f}/s): p50 {percentile(lat, 50) * 1000:.1f} ms, "

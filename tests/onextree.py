@@ -1,5 +1,6 @@
-"""A stand-in of the OnexTree intelligence service on 127.0.0.1 that tests start and steer: it answers at once or
-after ``delay_s``, with ``status`` (200: the intelligence, else an error body), and counts its calls."""
+"""A stand-in of the OnexTree intelligence service on 127.0.0.1 that tests start and steer: it answers at once, after
+``delay_s`` or once ``open`` is set, with ``status`` (200: the intelligence, else an error body), and counts its
+calls."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ class OnexTree:
         self.status = 200
         self.delay_s = 0.0
         self.calls = 0
+        #: Cleared, every call waits until it is set again.
+        self.open = asyncio.Event()
+        self.open.set()
 
     async def intelligence(self, request: web.Request) -> web.Response:
         self.calls += 1
         body = await request.json()
+        await self.open.wait()
         await asyncio.sleep(self.delay_s)
         if self.status != 200:
             return web.json_response({"error": "no"}, status=self.status)

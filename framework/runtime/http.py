@@ -62,8 +62,8 @@ async def unified_errors(
         )
         # What the error's own headers say stays said (a 405's Allow, which RFC 9110 requires); the body is ours.
         for name, value in exc.headers.items():
-            if name.lower() not in ("content-type", "content-length"):
-                response.headers[name] = value
+            if name.lower() not in ("content-type", "content-length", "x-request-id"):
+                response.headers.add(name, value)
         return response
     except Exception as exc:
         request.app.logger.exception("request failed", extra={"path": request.path})

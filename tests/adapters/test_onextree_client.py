@@ -4,7 +4,6 @@ answer without intelligence, and only the service's own failures count against i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -60,14 +59,16 @@ async def test_the_circuit_opens_fails_fast_and_closes_after_a_good_probe(
 ) -> None:
     steered, url = service
     steered.status = 500
-    breaker = CircuitBreaker("onextree-test", failure_threshold=2, reset_timeout_s=0.2)
+    now = [0.0]  # the breaker's clock, moved by hand
+    breaker = CircuitBreaker("onextree-test", failure_threshold=2, reset_timeout_s=5.0, clock=lambda: now[0])
     client = OnexTreeClient(session, url, attempts=2, backoff_s=0.001, breaker=breaker)
     await client.intelligence(REQUEST)
     assert breaker.state == "open" and steered.calls == 2
+    now[0] = 4.9
     answer = await client.intelligence(REQUEST)  # fails fast: the service is not called
     assert not answer.available and "onextree-test" in (answer.reason or "") and steered.calls == 2
     steered.status = 200
-    await asyncio.sleep(0.25)  # past the reset timeout: one probe goes through
+    now[0] = 5.1  # past the reset timeout: one probe goes through
     answer = await client.intelligence(REQUEST)
     assert answer.available and steered.calls == 3 and breaker.state == "closed"
 

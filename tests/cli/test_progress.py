@@ -13,15 +13,23 @@ from framework.cli.progress import Progress
 def test_a_terminal_gets_a_bar_that_fills_and_is_cleared_at_the_end() -> None:
     leader, follower = pty.openpty()
     try:
-        with open(follower, "w", encoding="utf-8", closefd=False) as terminal:
+        with open(follower, "w", encoding="utf-8") as terminal:  # closing it ends what the leader can read
             progress = Progress(3, "stamping", terminal)
             for name in ("a.py", "b.md", "c.txt"):
                 progress.step(name)
             progress.close()
-        written = os.read(leader, 65536).decode()
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        written = b"".join(chunks).decode()
     finally:
         os.close(leader)
-        os.close(follower)
     frames = [frame.rstrip() for frame in written.split("\r") if frame.strip()]
     assert frames == [
         "stamping [" + "#" * 10 + "-" * 20 + "] 1/3 a.py",

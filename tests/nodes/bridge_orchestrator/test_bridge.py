@@ -14,12 +14,14 @@ import aiohttp
 import pytest
 
 from framework.adapters.kafka_bus import KafkaEventBus
+from framework.adapters.onextree_client import OnexTreeClient
 from framework.contract.validate import load_contract
 from framework.events.envelope import OnexEnvelopeV1
 from framework.ports.event_bus import Message
 from framework.runtime.config import Settings
 from framework.runtime.host import Host
 from tests.onextree import OnexTree, serve
+from tests.pg import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACTS = [ROOT / "contracts" / "metadata_stamping.yaml", ROOT / "contracts" / "bridge_orchestrator.yaml"]
@@ -122,17 +124,21 @@ async def test_over_its_limit_post_workflow_answers_503_with_retry_after_and_ser
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     service, url = onextree
-    service.delay_s = 5.0  # the optional intelligence step holds each workflow until its client gives up
+    service.open.clear()  # each workflow waits in its intelligence step until the test lets it go on
     monkeypatch.setenv("ONEXTREE_URL", url)
     contracts = [load_contract(p) for p in CONTRACTS]
     orchestrator = contracts[1]
     workflow = orchestrator.subcontracts.workflow
     assert workflow is not None
-    # One workflow at a time and one waiting (the queue's default is the limit).
+    # One workflow at a time and one waiting (the queue's default is the limit); the intelligence step waits as long
+    # as the service holds it (the test lets it go), instead of giving up after its 500 ms.
+    steps = [
+        s.model_copy(update={"timeout_ms": 60_000}) if s.name == "onextree_intelligence" else s for s in workflow.steps
+    ]
     narrow = orchestrator.model_copy(
         update={
             "subcontracts": orchestrator.subcontracts.model_copy(
-                update={"workflow": workflow.model_copy(update={"max_in_flight": 1})}
+                update={"workflow": workflow.model_copy(update={"max_in_flight": 1, "steps": steps})}
             )
         }
     )
@@ -144,6 +150,11 @@ async def test_over_its_limit_post_workflow_answers_503_with_retry_after_and_ser
         postgres_dsn=postgres_dsn,
     )
     async with Host([contracts[0], narrow], settings) as host:
+        node = next(n for n in host.nodes if n.name == "bridge_orchestrator")
+        node.onextree = OnexTreeClient(  # type: ignore[attr-defined]
+            node.runtime.resources["http_session"], url, timeout_s=60.0
+        )
+        engine = node.engine  # type: ignore[attr-defined]
 
         async def send() -> tuple[int, dict[str, Any], str | None]:
             async with (
@@ -152,12 +163,14 @@ async def test_over_its_limit_post_workflow_answers_503_with_retry_after_and_ser
             ):
                 return resp.status, await resp.json(), resp.headers.get("Retry-After")
 
-        answers = await asyncio.gather(send(), send(), send())
-        assert sorted(status for status, _, _ in answers) == [200, 200, 503], answers
-        _, refused, retry_after = next(answer for answer in answers if answer[0] == 503)
-        assert refused["status"] == "error" and refused["error"] == "busy" and "limit 1" in refused["message"]
-        assert retry_after is not None and int(retry_after) >= 1
-        assert all(body["data"]["state"] == "completed" for status, body, _ in answers if status == 200)
+        admitted = [asyncio.create_task(send()) for _ in range(2)]
+        await wait_for(lambda: engine.in_flight == 1 and engine.queued == 1, "one workflow running and one queued")
+        status, refused, retry_after = await send()
+        assert status == 503 and refused["status"] == "error" and refused["error"] == "busy", refused
+        assert "limit 1" in refused["message"] and retry_after is not None and int(retry_after) >= 1
+        service.open.set()
+        for status, body, _ in await asyncio.gather(*admitted):
+            assert status == 200 and body["data"]["state"] == "completed"
         status, body, _ = await send()  # and it serves on
         assert status == 200 and body["data"]["state"] == "completed"
 
